@@ -1,0 +1,5 @@
+"""``python -m integration_health`` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""Turning HTTP answers into results, shared by every HTTP-based adapter."""
+
+from __future__ import annotations
+
+import email.utils
+from datetime import UTC, datetime
+from typing import Any
+
+from ..model import ErrorCode, HealthResult
+from ._http import HttpResponse
+
+__all__ = ["parse_retry_after", "result_for_http_status"]
+
+MAX_RETRY_AFTER_S = 24 * 3600
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date).
+
+    Garbage gives ``None``; values are clamped to [0, 24 h].
+    """
+    if not value:
+        return None
+    value = value.strip()
+    seconds: float | None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def result_for_http_status(
+    response: HttpResponse,
+    latency_ms: float,
+    *,
+    details: dict[str, Any] | None = None,
+    what: str = "The vendor",
+) -> HealthResult:
+    """The default mapping of an HTTP status to a result (see the http adapter's table)."""
+    details = dict(details or {})
+    details.setdefault("http_status", response.status)
+    status = response.status
+    if 200 <= status < 400:
+        return HealthResult.healthy(latency_ms, details=details)
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        hint = ""
+        if retry_after is not None:
+            details["retry_after_s"] = retry_after
+            hint = f" It asks us to wait {retry_after:g} s."
+        return HealthResult.degraded(
+            ErrorCode.RATE_LIMITED,
+            f"{what} is rate limiting us (HTTP 429).{hint} Probes back off automatically.",
+            latency_ms,
+            details=details,
+        )
+    if status in (401, 403):
+        return HealthResult.unreachable(
+            ErrorCode.AUTH,
+            f"{what} rejected the credentials (HTTP {status}): renew or correct them.",
+            latency_ms,
+            details=details,
+        )
+    if status in (404, 410):
+        return HealthResult.unreachable(
+            ErrorCode.NOT_FOUND,
+            f"{what} says the address does not exist (HTTP {status}): check the URL.",
+            latency_ms,
+            details=details,
+        )
+    if status >= 500:
+        return HealthResult.unreachable(
+            ErrorCode.SERVER_ERROR,
+            f"{what} has a server error (HTTP {status}); usually on the vendor's side.",
+            latency_ms,
+            details=details,
+        )
+    return HealthResult.unreachable(
+        ErrorCode.BAD_RESPONSE,
+        f"Unexpected HTTP {status} from {what.lower().removeprefix('the ')}.",
+        latency_ms,
+        details=details,
+    )

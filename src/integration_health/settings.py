@@ -1,0 +1,84 @@
+"""Process-wide settings, read from ``INTEGRATION_HEALTH_*`` environment variables.
+
+Every setting can also be passed to the CLI as a flag; flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ._version import __version__
+
+__all__ = ["DEFAULT_DATABASE_URL", "MAX_DEFAULT_TIMEOUT_S", "Settings", "default_concurrency"]
+
+DEFAULT_DATABASE_URL = "sqlite:///integration-health.db"
+MAX_DEFAULT_TIMEOUT_S = 10.0
+"""The hard deadline of one check, unless explicitly configured otherwise."""
+
+
+def default_concurrency() -> int:
+    """Checks in flight at once: 1 000, or fewer when the file-descriptor limit is low.
+
+    Each check holds at most a couple of sockets; a quarter of the descriptors stay free for
+    the database, the API and logs.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        # Raise the soft limit as far as the hard one allows: it is ours to take.
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65_536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    limit = soft if soft != resource.RLIM_INFINITY else 65_536
+    return max(8, min(1_000, (limit * 3 // 4) // 2))
+
+
+class Settings(BaseSettings):
+    """Settings of the monitor process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INTEGRATION_HEALTH_",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """Where integrations, statuses and history live: ``sqlite:///path.db`` or
+    ``postgresql://user@host/db``."""
+    allow_private_networks: bool = False
+    """Let checks reach loopback, private, link-local and metadata addresses (SSRF guard off)."""
+    timeout_s: float = Field(default=MAX_DEFAULT_TIMEOUT_S, gt=0, le=120)
+    """Hard deadline of one check, in seconds."""
+    concurrency: int = Field(default_factory=default_concurrency, ge=1, le=100_000)
+    """Checks in flight at once across the whole process."""
+    max_response_bytes: int = Field(default=1_048_576, ge=1_024)
+    """Bodies larger than this are not read (the check reports ``bad_response``)."""
+    user_agent: str = f"integration-health/{__version__} (+https://github.com/integration-health)"
+    """Sent with every HTTP probe so vendors can recognise the monitor."""
+    jwt_secret: SecretStr | None = None
+    """HS256 secret of the Supabase JWTs accepted by the API."""
+    jwks_url: str | None = None
+    """JWKS URL for RS256/ES256 JWTs accepted by the API."""
+    degraded_latency_ms: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    """Per-type default latency thresholds, e.g. ``xledger=3000,http=1500``."""
+
+    @field_validator("degraded_latency_ms", mode="before")
+    @classmethod
+    def _parse_thresholds(cls, value: object) -> object:
+        if isinstance(value, str):
+            parsed: dict[str, int] = {}
+            for part in filter(None, (p.strip() for p in value.split(","))):
+                kind, sep, number = part.partition("=")
+                if not sep or not number.strip().isdigit():
+                    raise ValueError(
+                        f"expected TYPE=MILLISECONDS pairs separated by commas, got {part!r}"
+                    )
+                parsed[kind.strip()] = int(number)
+            return parsed
+        return value

@@ -1,0 +1,174 @@
+"""A store in process memory: for tests, scripts and trying the library out.
+
+Same contract as the SQL stores (the shared contract suite runs against it), including the
+96-row history limit and "an older result never overwrites a newer one".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from uuid import UUID
+
+from ..checks import IntegrationRecord
+from ..errors import StoreError
+from ..model import HealthStatus
+from .base import (
+    HISTORY_LIMIT,
+    HistoryRecord,
+    ImportSummary,
+    Member,
+    Organization,
+    ResultWrite,
+    StatusRecord,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Everything in dicts; lost when the process ends."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._orgs: dict[UUID, Organization] = {}
+        self._members: dict[tuple[UUID, UUID], Member] = {}
+        self._integrations: dict[UUID, IntegrationRecord] = {}
+        self._statuses: dict[UUID, StatusRecord] = {}
+        self._history: dict[UUID, list[HistoryRecord]] = defaultdict(list)
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+
+    async def upgrade(self) -> list[str]:
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def import_definitions(
+        self,
+        organizations: Sequence[Organization],
+        members: Sequence[Member],
+        integrations: Sequence[IntegrationRecord],
+    ) -> ImportSummary:
+        async with self._lock:
+            known_orgs = set(self._orgs) | {o.id for o in organizations}
+            for member in members:
+                if member.org_id not in known_orgs:
+                    raise StoreError(f"organization {member.org_id} does not exist")
+            created = updated = unchanged = 0
+            for record in integrations:
+                if record.org_id not in known_orgs:
+                    raise StoreError(f"organization {record.org_id} does not exist")
+                existing = self._integrations.get(record.integration_id)
+                if existing is not None and existing.org_id != record.org_id:
+                    raise StoreError(
+                        f"integration {record.integration_id} already belongs to organization "
+                        f"{existing.org_id}; it cannot move to {record.org_id}"
+                    )
+            for org in organizations:
+                self._orgs[org.id] = org
+            for member in members:
+                self._members[(member.org_id, member.user_id)] = member
+            for record in integrations:
+                existing = self._integrations.get(record.integration_id)
+                if existing is None:
+                    created += 1
+                elif existing == record:
+                    unchanged += 1
+                else:
+                    updated += 1
+                self._integrations[record.integration_id] = record
+            return ImportSummary(len(organizations), len(members), created, updated, unchanged)
+
+    async def list_organizations(self) -> list[Organization]:
+        return sorted(self._orgs.values(), key=lambda o: (o.name, str(o.id)))
+
+    async def get_organization(self, org_id: UUID) -> Organization | None:
+        return self._orgs.get(org_id)
+
+    async def list_members(self, org_id: UUID) -> list[Member]:
+        return sorted(
+            (m for m in self._members.values() if m.org_id == org_id), key=lambda m: str(m.user_id)
+        )
+
+    async def list_integrations(self, org_id: UUID | None = None) -> list[IntegrationRecord]:
+        return sorted(
+            (i for i in self._integrations.values() if org_id is None or i.org_id == org_id),
+            key=lambda i: (i.name, str(i.integration_id)),
+        )
+
+    async def get_integration(self, integration_id: UUID) -> IntegrationRecord | None:
+        return self._integrations.get(integration_id)
+
+    async def record_results(self, writes: Sequence[ResultWrite]) -> int:
+        async with self._lock:
+            for write in writes:
+                if write.integration_id not in self._integrations:
+                    raise StoreError(
+                        "a result belongs to an integration that is not stored; import the "
+                        "integration before recording its results"
+                    )
+            for write in sorted(writes, key=lambda w: w.result.checked_at):
+                self._apply(write)
+            return len(writes)
+
+    def _apply(self, write: ResultWrite) -> None:
+        result = write.result
+        current = self._statuses.get(write.integration_id)
+        if current is None or result.checked_at >= current.checked_at:
+            failures = 0
+            if result.status is HealthStatus.UNREACHABLE:
+                failures = (current.consecutive_failures if current else 0) + 1
+            last_healthy = current.last_healthy_at if current else None
+            if result.status is HealthStatus.HEALTHY:
+                last_healthy = result.checked_at
+            self._statuses[write.integration_id] = StatusRecord(
+                org_id=write.org_id,
+                integration_id=write.integration_id,
+                integration_type=write.integration_type,
+                status=result.status,
+                latency_ms=result.latency_ms,
+                checked_at=result.checked_at,
+                error=result.error,
+                error_code=result.error_code,
+                consecutive_failures=failures,
+                last_healthy_at=last_healthy,
+                next_check_at=write.next_check_at,
+                details=dict(result.details),
+                source=write.source,
+            )
+        rows = self._history[write.integration_id]
+        rows.append(
+            HistoryRecord(
+                id=next(self._ids),
+                org_id=write.org_id,
+                integration_id=write.integration_id,
+                status=result.status,
+                latency_ms=result.latency_ms,
+                checked_at=result.checked_at,
+                error=result.error,
+                error_code=result.error_code,
+            )
+        )
+        rows.sort(key=lambda h: (h.checked_at, h.id), reverse=True)
+        del rows[HISTORY_LIMIT:]
+
+    async def list_statuses(self, org_id: UUID | None = None) -> list[StatusRecord]:
+        return sorted(
+            (replace(s) for s in self._statuses.values() if org_id is None or s.org_id == org_id),
+            key=lambda s: str(s.integration_id),
+        )
+
+    async def list_history(
+        self, integration_id: UUID, *, limit: int = HISTORY_LIMIT
+    ) -> list[HistoryRecord]:
+        if limit < 1:
+            return []
+        return list(self._history.get(integration_id, [])[:limit])

@@ -1,0 +1,531 @@
+"""The embedded store: one SQLite file, no server needed (the default).
+
+One connection, used from one dedicated thread, so the event loop never blocks on disk I/O
+and SQLite's single-writer model is respected inside the process; WAL mode and a busy timeout
+let a CLI ``check`` and a running ``scheduler`` share the file. There is no row-level security:
+every read filters by organisation in the query itself.
+
+The schema is applied on open (embedded databases upgrade themselves), from the numbered
+files in ``store/sql/sqlite/``; ``integration-health db upgrade`` does the same explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from ..checks import IntegrationRecord
+from ..errors import SchemaError, StoreError, StoreUnavailable
+from ..model import ErrorCode, HealthStatus, utcnow
+from .base import (
+    HISTORY_LIMIT,
+    HistoryRecord,
+    ImportSummary,
+    Member,
+    Organization,
+    ResultWrite,
+    StatusRecord,
+)
+
+__all__ = ["SQLiteStore", "parse_sqlite_url"]
+
+T = TypeVar("T")
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+
+
+def ts(value: datetime | None) -> str | None:
+    """A datetime as sortable UTC text."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    """Text written by :func:`ts` back to an aware datetime."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(value)
+
+
+def parse_sqlite_url(url: str) -> str:
+    """``sqlite:///relative.db`` → ``relative.db``; ``sqlite:////abs.db`` → ``/abs.db``.
+
+    ``sqlite://`` and ``sqlite:///:memory:`` give a private in-memory database.
+    """
+    if not url.startswith("sqlite:"):
+        raise StoreError(f"not a SQLite URL: {url}")
+    rest = url.removeprefix("sqlite:")
+    if rest in ("", "//", "///:memory:", "//:memory:"):
+        return ":memory:"
+    if not rest.startswith("///"):
+        raise StoreError(
+            f"invalid SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
+        )
+    return rest.removeprefix("///").split("?", 1)[0]
+
+
+def _migrations() -> list[tuple[str, str]]:
+    folder = resources.files("integration_health.store.sql").joinpath("sqlite")
+    files = sorted(
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    )
+    return [(name.removesuffix(".sql"), text) for name, text in files]
+
+
+_UPSERT_STATUS = """
+INSERT INTO integration_health_status (
+    integration_id, org_id, integration_type, status, latency_ms, checked_at, error, error_code,
+    consecutive_failures, last_healthy_at, next_check_at, details, source, updated_at
+) VALUES (
+    :integration_id, :org_id, :integration_type, :status, :latency_ms, :checked_at, :error,
+    :error_code,
+    CASE WHEN :status = 'unreachable' THEN 1 ELSE 0 END,
+    CASE WHEN :status = 'healthy' THEN :checked_at END,
+    :next_check_at, :details, :source, :updated_at
+)
+ON CONFLICT (integration_id) DO UPDATE SET
+    org_id = excluded.org_id,
+    integration_type = excluded.integration_type,
+    status = excluded.status,
+    latency_ms = excluded.latency_ms,
+    checked_at = excluded.checked_at,
+    error = excluded.error,
+    error_code = excluded.error_code,
+    consecutive_failures = CASE WHEN excluded.status = 'unreachable'
+        THEN integration_health_status.consecutive_failures + 1 ELSE 0 END,
+    last_healthy_at = CASE WHEN excluded.status = 'healthy'
+        THEN excluded.checked_at ELSE integration_health_status.last_healthy_at END,
+    next_check_at = excluded.next_check_at,
+    details = excluded.details,
+    source = excluded.source,
+    updated_at = excluded.updated_at
+WHERE excluded.checked_at >= integration_health_status.checked_at
+"""
+
+_INSERT_HISTORY = """
+INSERT INTO integration_health_history (
+    org_id, integration_id, status, latency_ms, checked_at, error, error_code
+) VALUES (
+    :org_id, :integration_id, :status, :latency_ms, :checked_at, :error, :error_code
+)
+"""
+
+_STATUS_COLUMNS = (
+    "org_id, integration_id, integration_type, status, latency_ms, checked_at, error, "
+    "error_code, consecutive_failures, last_healthy_at, next_check_at, details, source"
+)
+
+
+class SQLiteStore:
+    """Store in a SQLite file (or in memory)."""
+
+    def __init__(self, url: str = "sqlite:///integration-health.db") -> None:
+        self.url = url
+        self.path = parse_sqlite_url(url)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str = "sqlite:///integration-health.db") -> SQLiteStore:
+        """Open (creating the file and schema if needed)."""
+        store = cls(url)
+        try:
+            await store.upgrade()
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self.path != ":memory:":
+                parent = Path(self.path).expanduser().resolve().parent
+                if not parent.is_dir():
+                    raise StoreUnavailable(
+                        f"cannot open {self.url}: folder {parent} does not exist"
+                    )
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA foreign_keys = ON")
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open {self.url}: {exc}") from None
+            conn.row_factory = sqlite3.Row
+            self._conn = conn
+        return self._conn
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+        def run() -> T:
+            conn = self._connect()
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                if "no such table" in str(exc):
+                    raise SchemaError() from None
+                raise StoreUnavailable(f"SQLite error on {self.url}: {exc}") from None
+            except sqlite3.IntegrityError as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise StoreError(f"SQLite refused the write: {exc}") from None
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, run)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def upgrade(self) -> list[str]:
+        migrations = _migrations()
+
+        def apply(conn: sqlite3.Connection) -> list[str]:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            known = {name for name, _ in migrations}
+            unknown = sorted(done - known)
+            if unknown:
+                raise SchemaError(
+                    f"the database at {self.url} has migrations this version does not know "
+                    f"({', '.join(unknown)}): upgrade integration-health"
+                )
+            applied = []
+            for name, sql in migrations:
+                if name in done:
+                    continue
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    # executescript would commit on its own; run statement by statement.
+                    for statement in _split_sql(sql):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        (name, ts(utcnow())),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                applied.append(name)
+            return applied
+
+        return await self._call(apply)
+
+    # -- definitions ------------------------------------------------------------------------
+
+    async def import_definitions(
+        self,
+        organizations: Sequence[Organization],
+        members: Sequence[Member],
+        integrations: Sequence[IntegrationRecord],
+    ) -> ImportSummary:
+        now = ts(utcnow())
+
+        def write(conn: sqlite3.Connection) -> ImportSummary:
+            created = updated = unchanged = 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for org in organizations:
+                    conn.execute(
+                        "INSERT INTO organizations (id, name, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                        "name = excluded.name, updated_at = excluded.updated_at "
+                        "WHERE organizations.name IS NOT excluded.name",
+                        (str(org.id), org.name, now, now),
+                    )
+                for member in members:
+                    conn.execute(
+                        "INSERT INTO organization_members (org_id, user_id, role, created_at) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (org_id, user_id) DO UPDATE SET "
+                        "role = excluded.role",
+                        (str(member.org_id), str(member.user_id), member.role, now),
+                    )
+                for record in integrations:
+                    config = json.dumps(dict(record.config), sort_keys=True)
+                    row = conn.execute(
+                        "SELECT org_id, integration_type, name, config, enabled, "
+                        "monitoring_mode, check_interval_s FROM integrations WHERE id = ?",
+                        (str(record.integration_id),),
+                    ).fetchone()
+                    values = (
+                        str(record.org_id),
+                        record.integration_type,
+                        record.name,
+                        config,
+                        int(record.enabled),
+                        record.monitoring_mode,
+                        record.check_interval_s,
+                    )
+                    if row is None:
+                        conn.execute(
+                            "INSERT INTO integrations (id, org_id, integration_type, name, "
+                            "config, enabled, monitoring_mode, check_interval_s, created_at, "
+                            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (str(record.integration_id), *values, now, now),
+                        )
+                        created += 1
+                    elif tuple(row) == values:
+                        unchanged += 1
+                    else:
+                        if row["org_id"] != str(record.org_id):
+                            raise StoreError(
+                                f"integration {record.integration_id} already belongs to "
+                                f"organization {row['org_id']}; it cannot move to "
+                                f"{record.org_id}"
+                            )
+                        conn.execute(
+                            "UPDATE integrations SET org_id = ?, integration_type = ?, name = ?, "
+                            "config = ?, enabled = ?, monitoring_mode = ?, "
+                            "check_interval_s = ?, updated_at = ? WHERE id = ?",
+                            (*values, now, str(record.integration_id)),
+                        )
+                        updated += 1
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return ImportSummary(
+                organizations=len(organizations),
+                members=len(members),
+                created=created,
+                updated=updated,
+                unchanged=unchanged,
+            )
+
+        return await self._call(write)
+
+    async def list_organizations(self) -> list[Organization]:
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, name FROM organizations ORDER BY name, id"
+            ).fetchall()
+        )
+        return [Organization(UUID(r["id"]), r["name"]) for r in rows]
+
+    async def get_organization(self, org_id: UUID) -> Organization | None:
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, name FROM organizations WHERE id = ?", (str(org_id),)
+            ).fetchone()
+        )
+        return Organization(UUID(row["id"]), row["name"]) if row else None
+
+    async def list_members(self, org_id: UUID) -> list[Member]:
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT org_id, user_id, role FROM organization_members WHERE org_id = ? "
+                "ORDER BY user_id",
+                (str(org_id),),
+            ).fetchall()
+        )
+        return [Member(UUID(r["org_id"]), UUID(r["user_id"]), r["role"]) for r in rows]
+
+    async def list_integrations(self, org_id: UUID | None = None) -> list[IntegrationRecord]:
+        query = (
+            "SELECT id, org_id, integration_type, name, config, enabled, monitoring_mode, "
+            "check_interval_s FROM integrations"
+        )
+        params: tuple[Any, ...] = ()
+        if org_id is not None:
+            query += " WHERE org_id = ?"
+            params = (str(org_id),)
+        query += " ORDER BY name, id"
+        rows = await self._call(lambda conn: conn.execute(query, params).fetchall())
+        return [_integration(row) for row in rows]
+
+    async def get_integration(self, integration_id: UUID) -> IntegrationRecord | None:
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, org_id, integration_type, name, config, enabled, monitoring_mode, "
+                "check_interval_s FROM integrations WHERE id = ?",
+                (str(integration_id),),
+            ).fetchone()
+        )
+        return _integration(row) if row else None
+
+    # -- results ----------------------------------------------------------------------------
+
+    async def record_results(self, writes: Sequence[ResultWrite]) -> int:
+        if not writes:
+            return 0
+        now = ts(utcnow())
+        rows = [
+            {
+                "integration_id": str(w.integration_id),
+                "org_id": str(w.org_id),
+                "integration_type": w.integration_type,
+                "status": w.result.status.value,
+                "latency_ms": w.result.latency_ms,
+                "checked_at": ts(w.result.checked_at),
+                "error": w.result.error,
+                "error_code": w.result.error_code.value if w.result.error_code else None,
+                "next_check_at": ts(w.next_check_at),
+                "details": json.dumps(w.result.details, default=str),
+                "source": w.source,
+                "updated_at": now,
+            }
+            for w in sorted(writes, key=lambda w: w.result.checked_at)
+        ]
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_UPSERT_STATUS, rows)
+                conn.executemany(_INSERT_HISTORY, rows)
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK")
+                if "FOREIGN KEY" in str(exc):
+                    raise StoreError(
+                        "a result belongs to an integration that is not stored; import the "
+                        "integration before recording its results"
+                    ) from None
+                raise
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return len(rows)
+
+        return await self._call(write)
+
+    async def list_statuses(self, org_id: UUID | None = None) -> list[StatusRecord]:
+        query = f"SELECT {_STATUS_COLUMNS} FROM integration_health_status"
+        params: tuple[Any, ...] = ()
+        if org_id is not None:
+            query += " WHERE org_id = ?"
+            params = (str(org_id),)
+        query += " ORDER BY integration_id"
+        rows = await self._call(lambda conn: conn.execute(query, params).fetchall())
+        return [_status(row) for row in rows]
+
+    async def list_history(
+        self, integration_id: UUID, *, limit: int = HISTORY_LIMIT
+    ) -> list[HistoryRecord]:
+        if limit < 1:
+            return []
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT id, org_id, integration_id, status, latency_ms, checked_at, error, "
+                "error_code FROM integration_health_history WHERE integration_id = ? "
+                "ORDER BY checked_at DESC, id DESC LIMIT ?",
+                (str(integration_id), limit),
+            ).fetchall()
+        )
+        return [
+            HistoryRecord(
+                id=row["id"],
+                org_id=UUID(row["org_id"]),
+                integration_id=UUID(row["integration_id"]),
+                status=HealthStatus(row["status"]),
+                latency_ms=row["latency_ms"],
+                checked_at=_required_ts(row["checked_at"]),
+                error=row["error"],
+                error_code=ErrorCode(row["error_code"]) if row["error_code"] else None,
+            )
+            for row in rows
+        ]
+
+
+def _required_ts(value: str) -> datetime:
+    parsed = parse_ts(value)
+    assert parsed is not None
+    return parsed
+
+
+def _integration(row: sqlite3.Row) -> IntegrationRecord:
+    return IntegrationRecord(
+        integration_id=UUID(row["id"]),
+        org_id=UUID(row["org_id"]),
+        integration_type=row["integration_type"],
+        name=row["name"],
+        config=json.loads(row["config"]),
+        enabled=bool(row["enabled"]),
+        monitoring_mode=row["monitoring_mode"],
+        check_interval_s=row["check_interval_s"],
+    )
+
+
+def _status(row: sqlite3.Row) -> StatusRecord:
+    return StatusRecord(
+        org_id=UUID(row["org_id"]),
+        integration_id=UUID(row["integration_id"]),
+        integration_type=row["integration_type"],
+        status=HealthStatus(row["status"]),
+        latency_ms=row["latency_ms"],
+        checked_at=_required_ts(row["checked_at"]),
+        error=row["error"],
+        error_code=ErrorCode(row["error_code"]) if row["error_code"] else None,
+        consecutive_failures=row["consecutive_failures"],
+        last_healthy_at=parse_ts(row["last_healthy_at"]),
+        next_check_at=parse_ts(row["next_check_at"]),
+        details=json.loads(row["details"]),
+        source=row["source"],
+    )
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements; ``BEGIN … END;`` trigger bodies stay whole."""
+    statements: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for line in script.splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("--")):
+            continue
+        current.append(line)
+        upper = stripped.upper()
+        if upper == "BEGIN" or upper.endswith(" BEGIN"):
+            depth += 1
+        if upper.startswith("END;") or upper == "END":
+            depth -= 1
+        if stripped.endswith(";") and depth == 0:
+            text = "\n".join(current).strip()
+            if sqlite3.complete_statement(text):
+                statements.append(text)
+                current = []
+    tail = "\n".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return statements

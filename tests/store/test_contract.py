@@ -1,0 +1,244 @@
+"""The store contract: every store keeps these promises (memory, SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from integration_health import ErrorCode, HealthResult, HealthStatus, StoreError
+from integration_health.checks import IntegrationRecord
+from integration_health.store import HISTORY_LIMIT, Member, Organization, ResultWrite, Store
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def record(org_id: uuid.UUID, name: str = "hook", **overrides: object) -> IntegrationRecord:
+    fields: dict[str, object] = {
+        "integration_id": uuid.uuid4(),
+        "org_id": org_id,
+        "integration_type": "http",
+        "name": name,
+        "config": {"url": "https://example.com", "bearer_token": "${TOKEN}"},
+    }
+    fields.update(overrides)
+    return IntegrationRecord(**fields)  # type: ignore[arg-type]
+
+
+def write(
+    item: IntegrationRecord,
+    status: HealthStatus = HealthStatus.HEALTHY,
+    *,
+    at: datetime = T0,
+    latency: int = 100,
+    error_code: ErrorCode | None = None,
+) -> ResultWrite:
+    result = HealthResult(
+        status=status,
+        latency_ms=latency,
+        checked_at=at,
+        error=None if status is HealthStatus.HEALTHY else "broken",
+        error_code=error_code
+        if error_code or status is HealthStatus.HEALTHY
+        else ErrorCode.SERVER_ERROR,
+        details={"http_status": 200},
+    )
+    return ResultWrite(
+        org_id=item.org_id,
+        integration_id=item.integration_id,
+        integration_type=item.integration_type,
+        result=result,
+        next_check_at=at + timedelta(minutes=15),
+    )
+
+
+async def seeded(store: Store, *names: str) -> tuple[uuid.UUID, list[IntegrationRecord]]:
+    org = uuid.uuid4()
+    items = [record(org, name) for name in names or ("hook",)]
+    await store.import_definitions([Organization(org, "Acme")], [], items)
+    return org, items
+
+
+async def test_upgrade_is_idempotent(store: Store) -> None:
+    """A second upgrade applies nothing."""
+    assert await store.upgrade() == []
+    await store.ping()
+
+
+async def test_import_creates_then_updates_without_duplicates(store: Store) -> None:
+    """Importing the same definitions twice updates rather than duplicates."""
+    org = uuid.uuid4()
+    user = uuid.uuid4()
+    item = record(org)
+    first = await store.import_definitions(
+        [Organization(org, "Acme")], [Member(org, user, "admin")], [item]
+    )
+    assert (first.created, first.updated, first.unchanged) == (1, 0, 0)
+    again = await store.import_definitions([Organization(org, "Acme AS")], [], [item])
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 1)
+    changed = IntegrationRecord(**{**item.__dict__, "name": "renamed", "enabled": False})
+    third = await store.import_definitions([], [], [changed])
+    assert (third.created, third.updated) == (0, 1)
+    [stored] = await store.list_integrations(org)
+    assert stored == changed
+    assert await store.get_integration(item.integration_id) == changed
+    assert await store.get_organization(org) == Organization(org, "Acme AS")
+    assert await store.list_members(org) == [Member(org, user, "admin")]
+    assert [o.id for o in await store.list_organizations()] == [org]
+
+
+async def test_import_is_all_or_nothing(store: Store) -> None:
+    """An import that fails half-way leaves nothing behind."""
+    org = uuid.uuid4()
+    good = record(org, "good")
+    orphan = record(uuid.uuid4(), "orphan")  # its organization exists nowhere
+    with pytest.raises(StoreError):
+        await store.import_definitions([Organization(org, "Acme")], [], [good, orphan])
+    assert await store.list_integrations() == []
+    assert await store.get_organization(org) is None
+
+
+async def test_integration_cannot_move_between_organizations(store: Store) -> None:
+    """Re-importing an id under another organisation is refused."""
+    org, [item] = await seeded(store)
+    other = uuid.uuid4()
+    moved = IntegrationRecord(**{**item.__dict__, "org_id": other})
+    with pytest.raises(StoreError, match="cannot move"):
+        await store.import_definitions([Organization(other, "Other")], [], [moved])
+    assert (await store.get_integration(item.integration_id)).org_id == org  # type: ignore[union-attr]
+
+
+async def test_lists_are_scoped_to_the_organization(store: Store) -> None:
+    """Integrations and statuses of one org never show up in another's lists."""
+    org_a, [a] = await seeded(store, "a")
+    org_b, [b] = await seeded(store, "b")
+    await store.record_results([write(a), write(b)])
+    assert [i.integration_id for i in await store.list_integrations(org_a)] == [a.integration_id]
+    assert [s.integration_id for s in await store.list_statuses(org_b)] == [b.integration_id]
+    assert len(await store.list_statuses()) == 2
+    assert await store.get_organization(uuid.uuid4()) is None
+    assert await store.get_integration(uuid.uuid4()) is None
+
+
+async def test_upsert_updates_latency_even_when_status_is_unchanged(store: Store) -> None:
+    """A second healthy result refreshes latency_ms and checked_at of the same row."""
+    org, [item] = await seeded(store)
+    await store.record_results([write(item, latency=100, at=T0)])
+    await store.record_results([write(item, latency=250, at=T0 + timedelta(minutes=15))])
+    [status] = await store.list_statuses(org)
+    assert status.status is HealthStatus.HEALTHY
+    assert status.latency_ms == 250
+    assert status.checked_at == T0 + timedelta(minutes=15)
+    assert status.next_check_at == T0 + timedelta(minutes=30)
+    assert status.details == {"http_status": 200}
+
+
+async def test_older_result_never_overwrites_newer(store: Store) -> None:
+    """A late result for an earlier time enters history but leaves the status alone."""
+    org, [item] = await seeded(store)
+    await store.record_results([write(item, latency=300, at=T0 + timedelta(minutes=15))])
+    await store.record_results([write(item, HealthStatus.UNREACHABLE, latency=9, at=T0)])
+    [status] = await store.list_statuses(org)
+    assert (status.status, status.latency_ms) == (HealthStatus.HEALTHY, 300)
+    history = await store.list_history(item.integration_id)
+    assert [h.checked_at for h in history] == [T0 + timedelta(minutes=15), T0]
+
+
+async def test_each_upsert_adds_a_history_row(store: Store) -> None:
+    """Every recorded result adds exactly one history row, newest first."""
+    _, [item] = await seeded(store)
+    for i in range(3):
+        await store.record_results([write(item, latency=i, at=T0 + timedelta(minutes=i))])
+    history = await store.list_history(item.integration_id)
+    assert [h.latency_ms for h in history] == [2, 1, 0]
+    assert history[0].org_id == item.org_id
+    assert await store.list_history(item.integration_id, limit=2) == history[:2]
+    assert await store.list_history(item.integration_id, limit=0) == []
+
+
+async def test_history_keeps_newest_96(store: Store) -> None:
+    """100 results for one integration leave exactly the newest 96; others are untouched."""
+    _, [item, other] = await seeded(store, "a", "b")
+    await store.record_results([write(other, at=T0)])
+    for i in range(100):  # one write per result, as a long-running scheduler does
+        await store.record_results([write(item, latency=i, at=T0 + timedelta(minutes=15 * i))])
+    history = await store.list_history(item.integration_id, limit=500)
+    assert len(history) == HISTORY_LIMIT
+    assert [h.latency_ms for h in history] == list(range(99, 3, -1))
+    assert len(await store.list_history(other.integration_id)) == 1
+
+
+async def test_history_pruning_holds_for_one_big_batch(store: Store) -> None:
+    """A single batch of 150 results for one integration also leaves 96."""
+    _, [item] = await seeded(store)
+    await store.record_results(
+        [write(item, latency=i, at=T0 + timedelta(seconds=i)) for i in range(150)]
+    )
+    history = await store.list_history(item.integration_id, limit=500)
+    assert len(history) == HISTORY_LIMIT
+    assert history[0].latency_ms == 149
+
+
+async def test_consecutive_failures_and_last_healthy(store: Store) -> None:
+    """Failures count up atomically and reset on success; last_healthy_at follows healthy."""
+    org, [item] = await seeded(store)
+    await store.record_results([write(item, at=T0)])
+    for i in range(1, 4):
+        await store.record_results(
+            [write(item, HealthStatus.UNREACHABLE, at=T0 + timedelta(minutes=i))]
+        )
+    [status] = await store.list_statuses(org)
+    assert status.consecutive_failures == 3
+    assert status.last_healthy_at == T0
+    assert status.error_code is ErrorCode.SERVER_ERROR
+    await store.record_results(
+        [
+            write(
+                item,
+                HealthStatus.DEGRADED,
+                at=T0 + timedelta(minutes=5),
+                error_code=ErrorCode.RATE_LIMITED,
+            )
+        ]
+    )
+    [status] = await store.list_statuses(org)
+    assert status.consecutive_failures == 0
+    assert status.last_healthy_at == T0
+
+
+async def test_batch_with_duplicates_and_many_integrations(store: Store) -> None:
+    """One batch may hold several results per integration; the newest wins the status."""
+    org, items = await seeded(store, *(f"i{n}" for n in range(20)))
+    writes = [write(i, HealthStatus.UNREACHABLE, at=T0) for i in items]
+    writes += [write(i, at=T0 + timedelta(seconds=1)) for i in items]
+    assert await store.record_results(writes[::-1]) == 40
+    statuses = await store.list_statuses(org)
+    assert len(statuses) == 20
+    assert all(s.status is HealthStatus.HEALTHY for s in statuses)
+    assert all(s.consecutive_failures == 0 for s in statuses)
+    assert len(await store.list_history(items[0].integration_id)) == 2
+    assert await store.record_results([]) == 0
+
+
+async def test_results_for_unknown_integrations_are_refused(store: Store) -> None:
+    """A result for an integration that is not stored is an error, and nothing is written."""
+    org, [item] = await seeded(store)
+    ghost = record(org, "ghost")
+    with pytest.raises(StoreError, match="not stored"):
+        await store.record_results([write(item), write(ghost)])
+    assert await store.list_statuses(org) == []
+
+
+async def test_concurrent_writers_keep_exactly_96(store: Store) -> None:
+    """Two writers adding results for one integration at once still leave 96 rows."""
+    _, [item] = await seeded(store)
+
+    async def writer(offset: int) -> None:
+        for i in range(60):
+            at = T0 + timedelta(seconds=2 * i + offset)
+            await store.record_results([write(item, at=at)])
+
+    await asyncio.gather(writer(0), writer(1))
+    assert len(await store.list_history(item.integration_id, limit=500)) == HISTORY_LIMIT
