@@ -40,6 +40,8 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from . import adapters
 from .adapters._http import HttpClient
+from .adapters._limits import CredentialLimits
+from .adapters._tokens import TokenCache
 from .config import IntegrationConfigBase, describe_validation_error
 from .errors import ConfigError, UnknownIntegrationType
 from .model import HealthResult
@@ -112,6 +114,10 @@ class CheckContext:
 
     settings: Settings
     """Process settings (private-network policy, user agent, response-size cap…)."""
+    tokens: TokenCache = field(default_factory=TokenCache)
+    """Access tokens cached per credential (see ``adapters/_tokens.py``)."""
+    limits: CredentialLimits = field(default_factory=CredentialLimits)
+    """Per-credential concurrency and rate limits (see ``adapters/_limits.py``)."""
     _http: HttpClient | None = field(default=None, repr=False)
 
     @property

@@ -640,9 +640,7 @@ def demo(
                 for round_number in range(1, rounds + 1):
                     if round_number > 1:
                         await asyncio.sleep(every)
-                    outcomes = await run_health_checks(
-                        DEMO_ORG_ID, store=store, registry=registry
-                    )
+                    outcomes = await run_health_checks(DEMO_ORG_ID, store=store, registry=registry)
                     _print_outcomes(outcomes)
 
         _run(body)

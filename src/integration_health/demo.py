@@ -19,7 +19,7 @@ __all__ = ["DEMO_ORG_ID", "DEMO_USER_ID", "DemoTargets", "demo_definitions", "se
 
 DEMO_ORG_ID = uuid.UUID("00000000-0000-4000-8000-00000000d3e0")
 DEMO_USER_ID = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
-DEMO_TOKEN_ENV = "INTEGRATION_HEALTH_DEMO_TOKEN"
+DEMO_TOKEN_ENV = "INTEGRATION_HEALTH_DEMO_TOKEN"  # noqa: S105 - a variable name, not a value
 
 
 @dataclass(frozen=True)
