@@ -288,6 +288,40 @@ class CheckRegistry:
                 check_interval_s=record.check_interval_s,
             )
 
+    # -- warm-up ----------------------------------------------------------------------------
+
+    async def warm_up(
+        self,
+        configs: Iterable[IntegrationConfigBase],
+        *,
+        environ: Mapping[str, str] | None = None,
+        timeout_s: float = 5.0,
+    ) -> int:
+        """Prepare checks that are due soon, so the first probe after idle is not a cold one.
+
+        Opens the shared HTTP pool, then calls each check's optional
+        ``async warm_up(org_id, config)`` (e.g. refreshing a token about to expire), each
+        bounded by ``timeout_s``; failures are logged, never raised (the check itself will
+        report them). Returns how many warm-ups ran.
+        """
+        self._context.http.session()
+        done = 0
+        for config in configs:
+            try:
+                check = self.check_for(config.integration_type)
+            except UnknownIntegrationType:
+                continue
+            warm = getattr(check, "warm_up", None)
+            if warm is None:
+                continue
+            try:
+                resolved, _ = config.resolve(environ)
+                await asyncio.wait_for(warm(resolved.org_id, resolved), timeout_s)
+                done += 1
+            except Exception as exc:  # noqa: BLE001 - warm-up is best effort
+                log.debug("warm-up of %s failed: %s", config.integration_id, type(exc).__name__)
+        return done
+
     # -- lifecycle --------------------------------------------------------------------------
 
     @property

@@ -601,6 +601,120 @@ def history(
     out.print(table)
 
 
+def _parse_budgets(values: list[str]) -> dict[str, int]:
+    budgets: dict[str, int] = {}
+    for value in values:
+        kind, sep, number = value.partition("=")
+        if not sep or not number.isdigit() or not kind:
+            fail(f"--budget expects TYPE=CHECKS_PER_MINUTE (e.g. xledger=30), not {value!r}")
+        budgets[kind] = int(number)
+    return budgets
+
+
+@app.command()
+def scheduler(
+    tick: Annotated[
+        float,
+        typer.Option("--tick", min=0.5, max=300.0, help="Seconds between planning passes."),
+    ] = 5.0,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--budget",
+            help="Most checks started per minute for a type, e.g. --budget xledger=30 "
+            "(repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one planning pass, print what it did, exit.")
+    ] = False,
+) -> None:
+    """Plan and run every due check, continuously, on SQLite or PostgreSQL.
+
+    A never-checked integration is due at once; then every check_interval_s, later while
+    failing (backoff) or when the vendor asks (Retry-After). Several schedulers may share one
+    database: every (integration, slot) runs once. SIGTERM or Ctrl-C stops it gracefully: the
+    checks in flight finish (within their deadline), are written, and it exits 0.
+    """
+    import signal  # noqa: PLC0415
+
+    from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
+
+    options = SchedulerOptions(tick_s=tick, budgets_per_minute=_parse_budgets(budget or []))
+    registry = _registry()
+
+    async def body() -> None:
+        async with _store() as store:
+            runner = Scheduler(store, registry, options=options)
+            if once:
+                async with registry:
+                    report = await runner.run_pass()
+                out.print(
+                    f"Pass at {report.at.isoformat()}: {report.ran} check(s) run, "
+                    f"{report.written} written, {report.skipped_claims} skipped (claimed "
+                    f"elsewhere), deferred by budget {report.deferred_budget or 'none'}, "
+                    f"paused {report.paused or 'none'}."
+                )
+                return
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            err.print(
+                f"scheduler {runner.worker} running on {mask_url(state.settings().database_url)}"
+                " (SIGTERM or Ctrl-C to stop)"
+            )
+            await runner.run(stop)
+            err.print("scheduler stopped: in-flight checks finished and were written")
+
+    _run(body)
+
+
+@app.command("sync-outcome")
+def sync_outcome(
+    integration: Annotated[
+        str, typer.Option("--integration", help="Integration id.", show_default=False)
+    ],
+    ok: Annotated[
+        bool,
+        typer.Option("--ok/--failed", help="Whether the sync succeeded.", show_default=False),
+    ],
+    error: Annotated[
+        str | None, typer.Option("--error", help="What went wrong (redacted before storing).")
+    ] = None,
+    duration_ms: Annotated[
+        int, typer.Option("--duration-ms", min=0, help="How long the sync took.")
+    ] = 0,
+) -> None:
+    """Record one outcome of the sync system (passive health) for an integration."""
+    from .passive import record_sync_outcome  # noqa: PLC0415
+
+    try:
+        integration_id = UUID(integration)
+    except ValueError:
+        fail(f"--integration must be an integration id (a UUID), not {integration!r}")
+    registry = _registry()
+
+    async def body() -> Any:
+        async with _store() as store:
+            record = await store.get_integration(integration_id)
+            if record is None:
+                raise UnknownIntegration(f"unknown integration {integration_id}")
+            return await record_sync_outcome(
+                record.org_id,
+                integration_id,
+                ok,
+                error,
+                duration_ms,
+                store=store,
+                registry=registry,
+            )
+
+    result = _run(body)
+    out.print(Text.assemble("Recorded: ", _status_text(result.status), f" {result.error or ''}"))
+
+
 @app.command()
 def demo(
     rounds: Annotated[

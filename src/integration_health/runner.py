@@ -29,14 +29,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from .checks import BrokenIntegration, CheckRegistry, HealthCheck, default_registry
 from .config import IntegrationConfigBase
 from .errors import ConfigError, UnknownIntegrationType
-from .model import ErrorCode, HealthResult
+from .model import ErrorCode, HealthResult, utcnow
 from .policy import IntegrationState, StatusRules, apply_status_rules, next_state
 from .redaction import Redactor
 from .settings import Settings
@@ -47,6 +47,8 @@ from .transport_errors import classify_exception
 __all__ = [
     "ABANDONED",
     "CheckOutcome",
+    "build_writes",
+    "execute_checks",
     "run_blocking",
     "run_health_checks",
 ]
@@ -143,8 +145,25 @@ async def _check_one(
     rules: StatusRules,
     timeout_s: float,
     environ: Mapping[str, str] | None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> HealthResult:
-    """Run one check to a result; never raises (except for the run's own cancellation)."""
+    """Run one check to a result stamped with ``clock()`` when it ended; never raises
+    (except for the run's own cancellation)."""
+    result = await _check_result(
+        item, org_id=org_id, registry=registry, rules=rules, timeout_s=timeout_s, environ=environ
+    )
+    return result.model_copy(update={"checked_at": clock()})
+
+
+async def _check_result(
+    item: Integration,
+    *,
+    org_id: UUID,
+    registry: CheckRegistry,
+    rules: StatusRules,
+    timeout_s: float,
+    environ: Mapping[str, str] | None,
+) -> HealthResult:
     if isinstance(item, BrokenIntegration):
         return HealthResult.unreachable(ErrorCode.CONFIG_INVALID, item.problem, 0)
     try:
@@ -298,8 +317,6 @@ async def _run(
     environ: Mapping[str, str] | None,
     on_result: Callable[[CheckOutcome], None] | None,
 ) -> list[CheckOutcome]:
-    if timeout_s <= 0:
-        raise ValueError("timeout_s must be positive")
     if integrations is None:
         if store is None:
             raise ValueError("pass integrations=… or a store to load them from")
@@ -312,39 +329,70 @@ async def _run(
                 f"not {org_id}"
             )
     due = [item for item in integrations if item.is_checked_actively]
-    results: list[HealthResult | None] = [None] * len(due)
-    queue = iter(range(len(due)))
+    outcomes = await execute_checks(
+        due,
+        registry=registry,
+        timeout_s=timeout_s,
+        concurrency=concurrency,
+        rules=rules,
+        environ=environ,
+        on_result=on_result,
+    )
+    if store is not None and outcomes:
+        previous = {s.integration_id: s for s in await store.list_statuses(org_id)}
+        await store.record_results(build_writes(outcomes, previous))
+    return outcomes
+
+
+async def execute_checks(
+    items: Sequence[Integration],
+    *,
+    registry: CheckRegistry,
+    timeout_s: float,
+    concurrency: int,
+    rules: StatusRules,
+    environ: Mapping[str, str] | None = None,
+    on_result: Callable[[CheckOutcome], None] | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> list[CheckOutcome]:
+    """Check ``items`` (of any organisations) in parallel; one outcome each, in order.
+
+    The building block under :func:`run_health_checks` and the schedulers: no store, no
+    filtering — every item given is checked. The caller must hold the registry open. Each
+    result's ``checked_at`` is ``clock()`` when its check ended.
+    """
+    if timeout_s <= 0:
+        raise ValueError("timeout_s must be positive")
+    results: list[HealthResult | None] = [None] * len(items)
+    queue = iter(range(len(items)))
     slots = registry.slots
 
     async def worker() -> None:
         for index in queue:
-            item = due[index]
+            item = items[index]
             async with slots:
                 result = await _check_one(
                     item,
-                    org_id=org_id,
+                    org_id=item.org_id,
                     registry=registry,
                     rules=rules,
                     timeout_s=timeout_s,
                     environ=environ,
+                    clock=clock,
                 )
             results[index] = result
             if on_result is not None:
                 on_result(CheckOutcome(item, result))
 
-    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(due)))]
+    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(items)))]
     try:
         await asyncio.gather(*workers)
     except BaseException:
         for task in workers:
             task.cancel()
         raise
-    outcomes = [
+    return [
         CheckOutcome(item, result)
-        for item, result in zip(due, results, strict=True)
+        for item, result in zip(items, results, strict=True)
         if result is not None
     ]
-    if store is not None and outcomes:
-        previous = {s.integration_id: s for s in await store.list_statuses(org_id)}
-        await store.record_results(build_writes(outcomes, previous))
-    return outcomes

@@ -11,6 +11,7 @@ import pytest
 from integration_health import ErrorCode, HealthResult, HealthStatus, StoreError
 from integration_health.checks import IntegrationRecord
 from integration_health.store import HISTORY_LIMIT, Member, Organization, ResultWrite, Store
+from integration_health.store.base import SlotClaim
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -242,3 +243,142 @@ async def test_concurrent_writers_keep_exactly_96(store: Store) -> None:
 
     await asyncio.gather(writer(0), writer(1))
     assert len(await store.list_history(item.integration_id, limit=500)) == HISTORY_LIMIT
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+async def test_status_changes_are_logged_as_events(store: Store) -> None:
+    """First result and every change of status add an event; repeats and stale results don't."""
+    org, [item] = await seeded(store)
+    await store.record_results([write(item, at=T0)])
+    await store.record_results([write(item, at=T0 + timedelta(minutes=1))])  # same status
+    await store.record_results([write(item, HealthStatus.UNREACHABLE, at=T0 + timedelta(minutes=2))])
+    await store.record_results([write(item, HealthStatus.DEGRADED, at=T0 - timedelta(minutes=5))])
+    await store.record_results([write(item, at=T0 + timedelta(minutes=3))])
+    events = await store.list_events(org)
+    assert [(e.from_status, e.to_status) for e in events] == [
+        (HealthStatus.UNREACHABLE, HealthStatus.HEALTHY),
+        (HealthStatus.HEALTHY, HealthStatus.UNREACHABLE),
+        (None, HealthStatus.HEALTHY),
+    ]
+    assert events[1].error_code is ErrorCode.SERVER_ERROR
+    assert events[1].at == T0 + timedelta(minutes=2)
+    assert await store.list_events(org, integration_id=uuid.uuid4()) == []
+    assert len(await store.list_events(org, integration_id=item.integration_id, limit=1)) == 1
+    assert await store.list_events(uuid.uuid4()) == []
+
+
+# -- scheduling --------------------------------------------------------------------------------
+
+
+async def test_list_due(store: Store) -> None:
+    """Never-checked and overdue active integrations are due; the rest are not."""
+    org = uuid.uuid4()
+    fresh = record(org, "fresh")
+    overdue = record(org, "overdue")
+    later = record(org, "later")
+    off = record(org, "off", enabled=False)
+    passive = record(org, "passive", monitoring_mode="passive")
+    await store.import_definitions(
+        [Organization(org, "Acme")], [], [fresh, overdue, later, off, passive]
+    )
+    await store.record_results(
+        [
+            write(overdue, at=T0),  # next_check_at = T0 + 15 min
+            ResultWrite(
+                org_id=org,
+                integration_id=later.integration_id,
+                integration_type="http",
+                result=HealthResult.healthy(1, details={}).model_copy(update={"checked_at": T0}),
+                next_check_at=T0 + timedelta(hours=2),
+            ),
+        ]
+    )
+    due = await store.list_due(T0 + timedelta(minutes=20))
+    assert [d.integration.integration_id for d in due] == [fresh.integration_id, overdue.integration_id]
+    assert due[0].status is None
+    assert due[1].status is not None and due[1].status.consecutive_failures == 0
+    assert due[1].slot_at == T0 + timedelta(minutes=15)
+    assert len(await store.list_due(T0 + timedelta(minutes=20), limit=1)) == 1
+    assert {d.integration.name for d in await store.list_due(T0 + timedelta(hours=3))} == {
+        "fresh", "overdue", "later"
+    }
+
+
+async def test_sync_outcome_keeps_next_check_at(store: Store) -> None:
+    """A write without next_check_at (a sync outcome) keeps the stored schedule."""
+    org, [item] = await seeded(store)
+    await store.record_results([write(item, at=T0)])
+    await store.record_results(
+        [
+            ResultWrite(
+                org_id=org,
+                integration_id=item.integration_id,
+                integration_type="http",
+                result=HealthResult.unreachable(ErrorCode.SERVER_ERROR, "sync failed", 5).model_copy(
+                    update={"checked_at": T0 + timedelta(minutes=1)}
+                ),
+                source="passive",
+            )
+        ]
+    )
+    [status] = await store.list_statuses(org)
+    assert status.next_check_at == T0 + timedelta(minutes=15)
+    assert (status.status, status.source) == (HealthStatus.UNREACHABLE, "passive")
+
+
+async def test_slots_run_once(store: Store) -> None:
+    """A slot is claimed once; its result is written once; late or duplicate runs write nothing."""
+    org, [item] = await seeded(store)
+    slot = SlotClaim(org, item.integration_id, T0)
+    assert await store.claim_slots([slot], worker="a", at=T0, lease_s=60) == [slot]
+    assert await store.claim_slots([slot], worker="b", at=T0, lease_s=60) == []
+    done = ResultWrite(
+        **{**write(item, at=T0 + timedelta(seconds=1)).__dict__, "slot_at": T0, "worker": "a"}
+    )
+    stranger = ResultWrite(**{**done.__dict__, "worker": "b"})
+    assert await store.record_results([stranger]) == 0  # b never held the claim
+    assert await store.record_results([done]) == 1
+    assert await store.record_results([done]) == 0  # duplicate
+    assert len(await store.list_history(item.integration_id)) == 1
+    # a done slot is never claimed again, even after its lease
+    assert await store.claim_slots([slot], worker="c", at=T0 + timedelta(hours=1), lease_s=60) == []
+
+
+async def test_expired_claims_are_taken_over(store: Store) -> None:
+    """A claim older than the lease (its worker died) can be taken over; then only the new
+    holder's result counts."""
+    org, [item] = await seeded(store)
+    slot = SlotClaim(org, item.integration_id, T0)
+    assert await store.claim_slots([slot], worker="dead", at=T0, lease_s=60) == [slot]
+    assert await store.claim_slots([slot], worker="b", at=T0 + timedelta(seconds=30), lease_s=60) == []
+    assert await store.claim_slots([slot], worker="b", at=T0 + timedelta(seconds=61), lease_s=60) == [slot]
+    late = ResultWrite(**{**write(item, at=T0).__dict__, "slot_at": T0, "worker": "dead"})
+    assert await store.record_results([late]) == 0
+    ok = ResultWrite(**{**late.__dict__, "worker": "b"})
+    assert await store.record_results([ok]) == 1
+    with pytest.raises(StoreError):
+        await store.claim_slots([SlotClaim(org, uuid.uuid4(), T0)], worker="x", at=T0, lease_s=1)
+
+
+async def test_type_modes_and_result_counts(store: Store) -> None:
+    """Paused types are stored, listed and cleared; rate-limited results are counted by type."""
+    from integration_health.store import TypeMode
+
+    org, [item] = await seeded(store)
+    mode = TypeMode("http", T0 + timedelta(hours=1), "rate limited 5 times", T0)
+    await store.set_type_mode(mode, integration_type="http")
+    assert await store.list_type_modes() == [mode]
+    later = TypeMode("http", T0 + timedelta(hours=2), "again", T0 + timedelta(hours=1))
+    await store.set_type_mode(later, integration_type="http")
+    assert await store.list_type_modes() == [later]
+    await store.set_type_mode(None, integration_type="http")
+    assert await store.list_type_modes() == []
+    limited = [
+        write(item, HealthStatus.DEGRADED, at=T0 + timedelta(minutes=i), error_code=ErrorCode.RATE_LIMITED)
+        for i in range(3)
+    ]
+    await store.record_results(limited)
+    assert await store.count_results("http", ErrorCode.RATE_LIMITED, since=T0 + timedelta(minutes=1)) == 2
+    assert await store.count_results("xledger", ErrorCode.RATE_LIMITED, since=T0) == 0

@@ -14,19 +14,27 @@ import re
 from ..errors import ConfigError
 from .base import (
     HISTORY_LIMIT,
+    INITIAL_SLOT,
+    DueCheck,
+    HealthEvent,
     HistoryRecord,
     ImportSummary,
     Member,
     Organization,
     ResultWrite,
+    SlotClaim,
     StatusRecord,
     Store,
+    TypeMode,
 )
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
 __all__ = [
     "HISTORY_LIMIT",
+    "INITIAL_SLOT",
+    "DueCheck",
+    "HealthEvent",
     "HistoryRecord",
     "ImportSummary",
     "Member",
@@ -34,8 +42,10 @@ __all__ = [
     "Organization",
     "ResultWrite",
     "SQLiteStore",
+    "SlotClaim",
     "StatusRecord",
     "Store",
+    "TypeMode",
     "mask_url",
     "open_store",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
@@ -19,13 +19,18 @@ from ..model import ErrorCode, HealthResult, HealthStatus
 
 __all__ = [
     "HISTORY_LIMIT",
+    "INITIAL_SLOT",
+    "DueCheck",
+    "HealthEvent",
     "HistoryRecord",
     "ImportSummary",
     "Member",
     "Organization",
     "ResultWrite",
+    "SlotClaim",
     "StatusRecord",
     "Store",
+    "TypeMode",
 ]
 
 HISTORY_LIMIT = 96
@@ -49,6 +54,10 @@ class Member:
     role: str = "member"
 
 
+INITIAL_SLOT = datetime(1970, 1, 1, tzinfo=UTC)
+"""The slot of an integration's first check (it has no ``next_check_at`` yet)."""
+
+
 @dataclass(frozen=True)
 class ResultWrite:
     """One result to write: upsert the status row, append a history row."""
@@ -58,8 +67,67 @@ class ResultWrite:
     integration_type: str
     result: HealthResult
     next_check_at: datetime | None = None
+    """When to check next; ``None`` keeps the stored value (sync outcomes)."""
     source: str = "active"
     """``active`` (a probe) or ``passive`` (a sync outcome)."""
+    slot_at: datetime | None = None
+    """The scheduled slot this result completes. With a slot, the result is written only if
+    ``worker`` holds the slot's claim, and the slot is marked done in the same transaction —
+    a late or duplicate run of the slot writes nothing."""
+    worker: str | None = None
+    """Who claimed the slot (see :meth:`Store.claim_slots`)."""
+    drift_ms: int | None = None
+    """How late the check started after its slot, for the run log."""
+
+
+@dataclass(frozen=True)
+class SlotClaim:
+    """A request to run one integration's check for one scheduled slot."""
+
+    org_id: UUID
+    integration_id: UUID
+    slot_at: datetime
+
+
+@dataclass(frozen=True)
+class DueCheck:
+    """An integration whose check is due, with its current state (``None``: never checked)."""
+
+    integration: IntegrationRecord
+    status: StatusRecord | None
+
+    @property
+    def slot_at(self) -> datetime:
+        """The slot this check fills: its ``next_check_at``, or the initial slot."""
+        if self.status is None or self.status.next_check_at is None:
+            return INITIAL_SLOT
+        return self.status.next_check_at
+
+
+@dataclass(frozen=True)
+class HealthEvent:
+    """A status transition of one integration (``from_status`` is ``None`` for the first)."""
+
+    id: int
+    org_id: UUID
+    integration_id: UUID
+    integration_type: str
+    from_status: HealthStatus | None
+    to_status: HealthStatus
+    at: datetime
+    error_code: ErrorCode | None
+    error: str | None
+    source: str = "active"
+
+
+@dataclass(frozen=True)
+class TypeMode:
+    """Active checks of an integration type paused (the vendor keeps rate-limiting us)."""
+
+    integration_type: str
+    passive_until: datetime
+    reason: str
+    switched_at: datetime
 
 
 @dataclass(frozen=True)
@@ -163,7 +231,10 @@ class Store(Protocol):
 
         A result older than the stored status does not overwrite it (it still enters the
         history). ``consecutive_failures`` and ``last_healthy_at`` are derived atomically
-        from the stored row. Returns the number of results written.
+        from the stored row; a status change adds a :class:`HealthEvent`. Writes carrying a
+        ``slot_at`` complete their claimed slot in the same transaction and are skipped when
+        the slot is not (or no longer) claimed by their ``worker``. Returns the number of
+        results written.
         """
         ...
 
@@ -175,6 +246,49 @@ class Store(Protocol):
         self, integration_id: UUID, *, limit: int = HISTORY_LIMIT
     ) -> list[HistoryRecord]:
         """The newest ``limit`` history rows of one integration, newest first."""
+        ...
+
+    async def list_events(
+        self,
+        org_id: UUID,
+        *,
+        integration_id: UUID | None = None,
+        limit: int = 100,
+    ) -> list[HealthEvent]:
+        """Status transitions of an organisation (or one of its integrations), newest first."""
+        ...
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    async def list_due(self, at: datetime, *, limit: int = 10_000) -> list[DueCheck]:
+        """Enabled, active integrations never checked or whose ``next_check_at`` ≤ ``at``.
+
+        Oldest due first (never-checked first of all), at most ``limit``.
+        """
+        ...
+
+    async def claim_slots(
+        self, claims: Sequence[SlotClaim], *, worker: str, at: datetime, lease_s: float
+    ) -> list[SlotClaim]:
+        """Claim slots for ``worker``; returns those it got.
+
+        A slot already done is never claimed again; a slot claimed by someone else is taken
+        over only once its claim is older than ``lease_s`` (that worker died).
+        """
+        ...
+
+    async def set_type_mode(self, mode: TypeMode | None, *, integration_type: str) -> None:
+        """Pause active checks of a type until ``mode.passive_until`` (``None`` resumes)."""
+        ...
+
+    async def list_type_modes(self) -> list[TypeMode]:
+        """Every paused integration type."""
+        ...
+
+    async def count_results(
+        self, integration_type: str, error_code: ErrorCode, *, since: datetime
+    ) -> int:
+        """How many results of a type with ``error_code`` were recorded since ``since``."""
         ...
 
 

@@ -10,20 +10,25 @@ import asyncio
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from uuid import UUID
 
 from ..checks import IntegrationRecord
 from ..errors import StoreError
-from ..model import HealthStatus
+from ..model import ErrorCode, HealthStatus
 from .base import (
     HISTORY_LIMIT,
+    DueCheck,
+    HealthEvent,
     HistoryRecord,
     ImportSummary,
     Member,
     Organization,
     ResultWrite,
+    SlotClaim,
     StatusRecord,
+    TypeMode,
 )
 
 __all__ = ["MemoryStore"]
@@ -40,6 +45,10 @@ class MemoryStore:
         self._statuses: dict[UUID, StatusRecord] = {}
         self._history: dict[UUID, list[HistoryRecord]] = defaultdict(list)
         self._ids = itertools.count(1)
+        self._events: list[HealthEvent] = []
+        self._event_ids = itertools.count(1)
+        self._runs: dict[tuple[UUID, datetime], _Run] = {}
+        self._type_modes: dict[str, TypeMode] = {}
         self._lock = asyncio.Lock()
 
     async def upgrade(self) -> list[str]:
@@ -115,14 +124,45 @@ class MemoryStore:
                         "a result belongs to an integration that is not stored; import the "
                         "integration before recording its results"
                     )
+            written = 0
             for write in sorted(writes, key=lambda w: w.result.checked_at):
-                self._apply(write)
-            return len(writes)
+                if self._complete_slot(write):
+                    self._apply(write)
+                    written += 1
+            return written
+
+    def _complete_slot(self, write: ResultWrite) -> bool:
+        if write.slot_at is None:
+            return True
+        run = self._runs.get((write.integration_id, write.slot_at))
+        if run is None or run.state != "claimed" or run.worker != write.worker:
+            return False
+        run.state = "done"
+        run.drift_ms = write.drift_ms
+        return True
 
     def _apply(self, write: ResultWrite) -> None:
         result = write.result
         current = self._statuses.get(write.integration_id)
         if current is None or result.checked_at >= current.checked_at:
+            if current is None or current.status is not result.status:
+                self._events.append(
+                    HealthEvent(
+                        id=next(self._event_ids),
+                        org_id=write.org_id,
+                        integration_id=write.integration_id,
+                        integration_type=write.integration_type,
+                        from_status=current.status if current else None,
+                        to_status=result.status,
+                        at=result.checked_at,
+                        error_code=result.error_code,
+                        error=result.error,
+                        source=write.source,
+                    )
+                )
+            next_check_at = write.next_check_at
+            if next_check_at is None and current is not None:
+                next_check_at = current.next_check_at
             failures = 0
             if result.status is HealthStatus.UNREACHABLE:
                 failures = (current.consecutive_failures if current else 0) + 1
@@ -140,7 +180,7 @@ class MemoryStore:
                 error_code=result.error_code,
                 consecutive_failures=failures,
                 last_healthy_at=last_healthy,
-                next_check_at=write.next_check_at,
+                next_check_at=next_check_at,
                 details=dict(result.details),
                 source=write.source,
             )
@@ -172,3 +212,80 @@ class MemoryStore:
         if limit < 1:
             return []
         return list(self._history.get(integration_id, [])[:limit])
+
+    async def list_events(
+        self,
+        org_id: UUID,
+        *,
+        integration_id: UUID | None = None,
+        limit: int = 100,
+    ) -> list[HealthEvent]:
+        events = [
+            e
+            for e in self._events
+            if e.org_id == org_id and (integration_id is None or e.integration_id == integration_id)
+        ]
+        events.sort(key=lambda e: (e.at, e.id), reverse=True)
+        return events[: max(0, limit)]
+
+    async def list_due(self, at: datetime, *, limit: int = 10_000) -> list[DueCheck]:
+        due = []
+        for record in self._integrations.values():
+            if not record.enabled or record.monitoring_mode != "active":
+                continue
+            status = self._statuses.get(record.integration_id)
+            if status is None or status.next_check_at is None or status.next_check_at <= at:
+                due.append(DueCheck(record, replace(status) if status else None))
+        oldest = datetime.min.replace(tzinfo=UTC)
+        due.sort(
+            key=lambda d: (
+                (d.status.next_check_at if d.status else None) or oldest,
+                str(d.integration.integration_id),
+            )
+        )
+        return due[:limit]
+
+    async def claim_slots(
+        self, claims: Sequence[SlotClaim], *, worker: str, at: datetime, lease_s: float
+    ) -> list[SlotClaim]:
+        async with self._lock:
+            for claim in claims:
+                if claim.integration_id not in self._integrations:
+                    raise StoreError("a slot belongs to an integration that is not stored")
+            got = []
+            for claim in claims:
+                key = (claim.integration_id, claim.slot_at)
+                run = self._runs.get(key)
+                expired = run is not None and (at - run.claimed_at).total_seconds() > lease_s
+                if run is None or (run.state == "claimed" and expired):
+                    self._runs[key] = _Run(worker=worker, claimed_at=at)
+                    got.append(claim)
+            return got
+
+    async def set_type_mode(self, mode: TypeMode | None, *, integration_type: str) -> None:
+        if mode is None:
+            self._type_modes.pop(integration_type, None)
+        else:
+            self._type_modes[integration_type] = mode
+
+    async def list_type_modes(self) -> list[TypeMode]:
+        return [self._type_modes[k] for k in sorted(self._type_modes)]
+
+    async def count_results(
+        self, integration_type: str, error_code: ErrorCode, *, since: datetime
+    ) -> int:
+        count = 0
+        for integration_id, rows in self._history.items():
+            record = self._integrations.get(integration_id)
+            if record is None or record.integration_type != integration_type:
+                continue
+            count += sum(1 for h in rows if h.error_code is error_code and h.checked_at >= since)
+        return count
+
+
+@dataclass
+class _Run:
+    worker: str
+    claimed_at: datetime
+    state: str = "claimed"
+    drift_ms: int | None = None

@@ -16,7 +16,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,12 +27,16 @@ from ..errors import SchemaError, StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthStatus, utcnow
 from .base import (
     HISTORY_LIMIT,
+    DueCheck,
+    HealthEvent,
     HistoryRecord,
     ImportSummary,
     Member,
     Organization,
     ResultWrite,
+    SlotClaim,
     StatusRecord,
+    TypeMode,
 )
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
@@ -106,7 +110,7 @@ ON CONFLICT (integration_id) DO UPDATE SET
         THEN integration_health_status.consecutive_failures + 1 ELSE 0 END,
     last_healthy_at = CASE WHEN excluded.status = 'healthy'
         THEN excluded.checked_at ELSE integration_health_status.last_healthy_at END,
-    next_check_at = excluded.next_check_at,
+    next_check_at = COALESCE(excluded.next_check_at, integration_health_status.next_check_at),
     details = excluded.details,
     source = excluded.source,
     updated_at = excluded.updated_at
@@ -125,6 +129,9 @@ _STATUS_COLUMNS = (
     "org_id, integration_id, integration_type, status, latency_ms, checked_at, error, "
     "error_code, consecutive_failures, last_healthy_at, next_check_at, details, source"
 )
+
+
+_STATUS_COLUMN_NAMES = [c.strip() for c in _STATUS_COLUMNS.split(",")]
 
 
 class SQLiteStore:
@@ -391,29 +398,14 @@ class SQLiteStore:
         if not writes:
             return 0
         now = ts(utcnow())
-        rows = [
-            {
-                "integration_id": str(w.integration_id),
-                "org_id": str(w.org_id),
-                "integration_type": w.integration_type,
-                "status": w.result.status.value,
-                "latency_ms": w.result.latency_ms,
-                "checked_at": ts(w.result.checked_at),
-                "error": w.result.error,
-                "error_code": w.result.error_code.value if w.result.error_code else None,
-                "next_check_at": ts(w.next_check_at),
-                "details": json.dumps(w.result.details, default=str),
-                "source": w.source,
-                "updated_at": now,
-            }
-            for w in sorted(writes, key=lambda w: w.result.checked_at)
-        ]
+        rows = [_write_row(w, now) for w in sorted(writes, key=lambda w: w.result.checked_at)]
 
         def write(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_UPSERT_STATUS, rows)
-                conn.executemany(_INSERT_HISTORY, rows)
+                accepted = [row for row in rows if _complete_slot(conn, row, now)]
+                conn.executemany(_UPSERT_STATUS, accepted)
+                conn.executemany(_INSERT_HISTORY, accepted)
                 conn.execute("COMMIT")
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK")
@@ -426,9 +418,158 @@ class SQLiteStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return len(rows)
+            return len(accepted)
 
         return await self._call(write)
+
+    async def list_events(
+        self,
+        org_id: UUID,
+        *,
+        integration_id: UUID | None = None,
+        limit: int = 100,
+    ) -> list[HealthEvent]:
+        query = (
+            "SELECT id, org_id, integration_id, integration_type, from_status, to_status, at, "
+            "error_code, error, source FROM integration_health_events WHERE org_id = ?"
+        )
+        params: list[Any] = [str(org_id)]
+        if integration_id is not None:
+            query += " AND integration_id = ?"
+            params.append(str(integration_id))
+        query += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(max(0, limit))
+        rows = await self._call(lambda conn: conn.execute(query, params).fetchall())
+        return [
+            HealthEvent(
+                id=row["id"],
+                org_id=UUID(row["org_id"]),
+                integration_id=UUID(row["integration_id"]),
+                integration_type=row["integration_type"],
+                from_status=HealthStatus(row["from_status"]) if row["from_status"] else None,
+                to_status=HealthStatus(row["to_status"]),
+                at=_required_ts(row["at"]),
+                error_code=ErrorCode(row["error_code"]) if row["error_code"] else None,
+                error=row["error"],
+                source=row["source"],
+            )
+            for row in rows
+        ]
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    async def list_due(self, at: datetime, *, limit: int = 10_000) -> list[DueCheck]:
+        status_columns = ", ".join(f"s.{c} AS s_{c}" for c in _STATUS_COLUMN_NAMES)
+        query = f"""
+            SELECT i.id, i.org_id, i.integration_type, i.name, i.config, i.enabled,
+                   i.monitoring_mode, i.check_interval_s,
+                   s.integration_id AS s_integration_id, {status_columns}
+            FROM integrations i
+            LEFT JOIN integration_health_status s ON s.integration_id = i.id
+            WHERE i.enabled = 1 AND i.monitoring_mode = 'active'
+              AND (s.next_check_at IS NULL OR s.next_check_at <= ?)
+            ORDER BY COALESCE(s.next_check_at, ''), i.id
+            LIMIT ?
+        """
+        rows = await self._call(lambda conn: conn.execute(query, (ts(at), limit)).fetchall())
+        due = []
+        for row in rows:
+            status = None
+            if row["s_integration_id"] is not None:
+                status = _status({c: row[f"s_{c}"] for c in _STATUS_COLUMN_NAMES})
+            due.append(DueCheck(_integration(row), status))
+        return due
+
+    async def claim_slots(
+        self, claims: Sequence[SlotClaim], *, worker: str, at: datetime, lease_s: float
+    ) -> list[SlotClaim]:
+        if not claims:
+            return []
+        claimed_at = ts(at)
+        cutoff = ts(at - timedelta(seconds=lease_s))
+
+        def claim(conn: sqlite3.Connection) -> list[SlotClaim]:
+            got = []
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for item in claims:
+                    row = conn.execute(
+                        "INSERT INTO integration_check_runs (integration_id, slot_at, org_id, "
+                        "state, worker, claimed_at) VALUES (?, ?, ?, 'claimed', ?, ?) "
+                        "ON CONFLICT (integration_id, slot_at) DO UPDATE SET "
+                        "worker = excluded.worker, claimed_at = excluded.claimed_at "
+                        "WHERE integration_check_runs.state = 'claimed' "
+                        "AND integration_check_runs.claimed_at < ? "
+                        "RETURNING worker",
+                        (
+                            str(item.integration_id),
+                            ts(item.slot_at),
+                            str(item.org_id),
+                            worker,
+                            claimed_at,
+                            cutoff,
+                        ),
+                    ).fetchone()
+                    if row is not None and row["worker"] == worker:
+                        got.append(item)
+                conn.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                raise StoreError("a slot belongs to an integration that is not stored") from None
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return got
+
+        return await self._call(claim)
+
+    async def set_type_mode(self, mode: TypeMode | None, *, integration_type: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            if mode is None:
+                conn.execute(
+                    "DELETE FROM integration_type_modes WHERE integration_type = ?",
+                    (integration_type,),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO integration_type_modes (integration_type, passive_until, "
+                    "reason, switched_at) VALUES (?, ?, ?, ?) ON CONFLICT (integration_type) "
+                    "DO UPDATE SET passive_until = excluded.passive_until, "
+                    "reason = excluded.reason, switched_at = excluded.switched_at",
+                    (integration_type, ts(mode.passive_until), mode.reason, ts(mode.switched_at)),
+                )
+
+        await self._call(write)
+
+    async def list_type_modes(self) -> list[TypeMode]:
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT integration_type, passive_until, reason, switched_at "
+                "FROM integration_type_modes ORDER BY integration_type"
+            ).fetchall()
+        )
+        return [
+            TypeMode(
+                integration_type=row["integration_type"],
+                passive_until=_required_ts(row["passive_until"]),
+                reason=row["reason"],
+                switched_at=_required_ts(row["switched_at"]),
+            )
+            for row in rows
+        ]
+
+    async def count_results(
+        self, integration_type: str, error_code: ErrorCode, *, since: datetime
+    ) -> int:
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT count(*) FROM integration_health_history h "
+                "JOIN integrations i ON i.id = h.integration_id "
+                "WHERE i.integration_type = ? AND h.error_code = ? AND h.checked_at >= ?",
+                (integration_type, error_code.value, ts(since)),
+            ).fetchone()
+        )
+        return int(row[0])
 
     async def list_statuses(self, org_id: UUID | None = None) -> list[StatusRecord]:
         query = f"SELECT {_STATUS_COLUMNS} FROM integration_health_status"
@@ -468,6 +609,38 @@ class SQLiteStore:
         ]
 
 
+def _write_row(w: ResultWrite, now: str | None) -> dict[str, Any]:
+    return {
+        "integration_id": str(w.integration_id),
+        "org_id": str(w.org_id),
+        "integration_type": w.integration_type,
+        "status": w.result.status.value,
+        "latency_ms": w.result.latency_ms,
+        "checked_at": ts(w.result.checked_at),
+        "error": w.result.error,
+        "error_code": w.result.error_code.value if w.result.error_code else None,
+        "next_check_at": ts(w.next_check_at),
+        "details": json.dumps(w.result.details, default=str),
+        "source": w.source,
+        "updated_at": now,
+        "slot_at": ts(w.slot_at),
+        "worker": w.worker,
+        "drift_ms": w.drift_ms,
+    }
+
+
+def _complete_slot(conn: sqlite3.Connection, row: dict[str, Any], now: str | None) -> bool:
+    """Mark the row's slot done if its worker holds the claim; True if the row may be written."""
+    if row["slot_at"] is None:
+        return True
+    cursor = conn.execute(
+        "UPDATE integration_check_runs SET state = 'done', finished_at = ?, drift_ms = ? "
+        "WHERE integration_id = ? AND slot_at = ? AND state = 'claimed' AND worker = ?",
+        (now, row["drift_ms"], row["integration_id"], row["slot_at"], row["worker"]),
+    )
+    return cursor.rowcount == 1
+
+
 def _required_ts(value: str) -> datetime:
     parsed = parse_ts(value)
     assert parsed is not None
@@ -487,7 +660,7 @@ def _integration(row: sqlite3.Row) -> IntegrationRecord:
     )
 
 
-def _status(row: sqlite3.Row) -> StatusRecord:
+def _status(row: sqlite3.Row | dict[str, Any]) -> StatusRecord:
     return StatusRecord(
         org_id=UUID(row["org_id"]),
         integration_id=UUID(row["integration_id"]),

@@ -1,0 +1,16 @@
+"""Scheduling: the pure planner, the in-process scheduler, and distributed workers."""
+
+from .planner import Candidate, Plan, PlannedCheck, plan_checks, rate_limit_switch
+from .scheduler import PassReport, Scheduler, SchedulerOptions, default_worker_id
+
+__all__ = [
+    "Candidate",
+    "PassReport",
+    "Plan",
+    "PlannedCheck",
+    "Scheduler",
+    "SchedulerOptions",
+    "default_worker_id",
+    "plan_checks",
+    "rate_limit_switch",
+]

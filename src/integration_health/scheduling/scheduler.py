@@ -1,0 +1,348 @@
+"""The in-process scheduler: plans and runs every due check, over SQLite or PostgreSQL.
+
+One pass (:meth:`Scheduler.run_pass`):
+
+1. read ``now`` once; load due checks from the store; warm up what is due soon;
+2. plan (pure :func:`~integration_health.scheduling.planner.plan_checks`): floors, paused
+   types, per-type budgets, fair order across organisations;
+3. claim each (integration, slot) — a slot already claimed or done is skipped, so a second
+   scheduler, a late pass or a retried job never runs it again;
+4. run the checks (the runner's hard deadlines), log drift past 5 minutes;
+5. write the results, each completing its slot in the same transaction;
+6. pause a type whose vendor keeps rate-limiting us; lift pauses that ended.
+
+:meth:`Scheduler.run` repeats passes until asked to stop; stopping lets the running pass end
+(bounded by the check deadline), writes what finished and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from .. import metrics
+from ..checks import BrokenIntegration, CheckRegistry
+from ..config import IntegrationConfigBase
+from ..model import ErrorCode, HealthResult, HealthStatus, utcnow
+from ..policy import IntegrationState, StatusRules, next_state
+from ..runner import CheckOutcome, execute_checks
+from ..store.base import INITIAL_SLOT, ResultWrite, SlotClaim, StatusRecord, Store, TypeMode
+from .planner import Candidate, Plan, PlannedCheck, plan_checks, rate_limit_switch
+
+__all__ = ["PassReport", "Scheduler", "SchedulerOptions", "default_worker_id"]
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """``host:pid:random`` — unique per process, readable in logs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    """Tuning of the scheduler (defaults suit most deployments)."""
+
+    tick_s: float = 5.0
+    """Seconds between planning passes when there is nothing left to do."""
+    batch_size: int = 1_000
+    """Most checks one pass runs."""
+    lease_s: float = 120.0
+    """A claimed slot whose worker has not finished it after this long may be taken over."""
+    warmup_s: float = 30.0
+    """How far ahead to warm up (open pools, refresh tokens) checks that are due soon."""
+    drift_warning_s: float = 300.0
+    """Starting a check this much later than its slot is logged as a warning and counted."""
+    cold_after_s: float = 600.0
+    """A type idle this long makes its next check a cold start (logged)."""
+    budgets_per_minute: Mapping[str, int] = field(default_factory=dict)
+    """Most checks started per minute, per integration type (types not listed: unlimited)."""
+    rate_limit_threshold: int = 5
+    """This many rate-limited results of a type within ``rate_limit_window`` pause the type."""
+    rate_limit_window: timedelta = timedelta(minutes=15)
+    rate_limit_cooldown: timedelta = timedelta(hours=1)
+    """How long active checks of a rate-limited type stay paused (sync outcomes continue)."""
+
+
+@dataclass
+class PassReport:
+    """What one pass did."""
+
+    at: datetime
+    due: int = 0
+    ran: int = 0
+    written: int = 0
+    skipped_claims: int = 0
+    deferred_budget: dict[str, int] = field(default_factory=dict)
+    paused: dict[str, int] = field(default_factory=dict)
+    drift_warnings: int = 0
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+
+
+class Scheduler:
+    """Plans and runs due checks; several may share a store (slots are claimed)."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: CheckRegistry,
+        *,
+        options: SchedulerOptions | None = None,
+        worker: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rules: StatusRules | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.options = options or SchedulerOptions()
+        self.worker = worker or default_worker_id()
+        self.clock = clock
+        self.rules = rules or StatusRules(registry.settings.degraded_latency_ms)
+        self.environ = environ
+        self.last_pass_at: datetime | None = None
+        """When the last pass completed (the heartbeat ``/healthz`` reads)."""
+        self.last_error: str | None = None
+        self._starts: defaultdict[str, deque[datetime]] = defaultdict(deque)
+        self._last_activity: dict[str, float] = {}
+
+    # -- one pass -----------------------------------------------------------------------------
+
+    async def run_pass(self, at: datetime | None = None) -> PassReport:
+        """Plan and run what is due at ``at`` (default: now)."""
+        at = at or self.clock()
+        report = PassReport(at=at)
+        options = self.options
+        due = await self.store.list_due(at, limit=options.batch_size * 4)
+        modes = await self._current_modes(at)
+        candidates = [Candidate(self.registry.from_record(d.integration), d.status) for d in due]
+        plan = plan_checks(
+            candidates,
+            at=at,
+            type_modes=modes,
+            budgets=self._budgets(at),
+            max_checks=options.batch_size,
+        )
+        report.due = len(plan.run)
+        report.deferred_budget = plan.deferred_budget
+        report.paused = plan.paused
+        await self._warm_up(at)
+        if plan.run:
+            await self._execute(
+                plan, at, report, {c.integration.integration_id: c.status for c in candidates}
+            )
+        self.last_pass_at = self.clock()
+        metrics.SCHEDULER_HEARTBEAT.set(time.time())
+        return report
+
+    async def _current_modes(self, at: datetime) -> dict[str, TypeMode]:
+        modes = {}
+        for mode in await self.store.list_type_modes():
+            if mode.passive_until <= at:
+                await self.store.set_type_mode(None, integration_type=mode.integration_type)
+                log.warning(
+                    "active checks of %s resume: the rate-limit pause ended at %s",
+                    mode.integration_type,
+                    mode.passive_until.isoformat(),
+                )
+            else:
+                modes[mode.integration_type] = mode
+        return modes
+
+    def _budgets(self, at: datetime) -> dict[str, int]:
+        budgets = {}
+        window_start = at - timedelta(minutes=1)
+        for kind, per_minute in self.options.budgets_per_minute.items():
+            starts = self._starts[kind]
+            while starts and starts[0] <= window_start:
+                starts.popleft()
+            budgets[kind] = max(0, per_minute - len(starts))
+        return budgets
+
+    async def _warm_up(self, at: datetime) -> None:
+        soon = await self.store.list_due(
+            at + timedelta(seconds=self.options.warmup_s), limit=self.options.batch_size
+        )
+        items = [self.registry.from_record(d.integration) for d in soon]
+        configs = [i for i in items if isinstance(i, IntegrationConfigBase)]
+        if configs:
+            await self.registry.warm_up(configs, environ=self.environ)
+
+    async def _execute(
+        self,
+        plan: Plan,
+        at: datetime,
+        report: PassReport,
+        previous: Mapping[UUID, StatusRecord | None],
+    ) -> None:
+        claims = [
+            SlotClaim(p.integration.org_id, p.integration.integration_id, p.slot_at)
+            for p in plan.run
+        ]
+        got = await self.store.claim_slots(
+            claims, worker=self.worker, at=at, lease_s=self.options.lease_s
+        )
+        held = {(c.integration_id, c.slot_at) for c in got}
+        to_run = [p for p in plan.run if (p.integration.integration_id, p.slot_at) in held]
+        skipped = len(plan.run) - len(to_run)
+        report.skipped_claims = skipped
+        if skipped:
+            metrics.SLOTS_SKIPPED.inc(skipped)
+        if not to_run:
+            return
+        started = self.clock()
+        drift = {id(p): self._drift(p, started) for p in to_run}
+        report.drift_warnings = sum(
+            1 for d in drift.values() if d is not None and d > self.options.drift_warning_s
+        )
+        self._note_cold_starts(to_run)
+        for p in to_run:
+            self._starts[p.integration.integration_type].append(at)
+        outcomes = await execute_checks(
+            [p.integration for p in to_run],
+            registry=self.registry,
+            timeout_s=self.registry.settings.timeout_s,
+            concurrency=self.registry.settings.concurrency,
+            rules=self.rules,
+            environ=self.environ,
+            clock=self.clock,
+        )
+        report.ran = len(outcomes)
+        report.outcomes = outcomes
+        writes = []
+        for planned, (integration, result) in zip(to_run, outcomes, strict=True):
+            before = previous.get(integration.integration_id)
+            writes.append(self._write_for(planned, integration, result, before, drift[id(planned)]))
+            metrics.CHECKS.labels(
+                integration.integration_type,
+                result.status.value,
+                result.error_code.value if result.error_code else "",
+            ).inc()
+            metrics.CHECK_LATENCY.labels(integration.integration_type).observe(
+                result.latency_ms / 1000
+            )
+        report.written = await self.store.record_results(writes)
+        if report.written < len(writes):
+            log.info(
+                "%d result(s) not written: their slot was completed by another worker",
+                len(writes) - report.written,
+            )
+        await self._rate_limit_switches(outcomes, at)
+
+    def _drift(self, planned: PlannedCheck, started: datetime) -> float | None:
+        if planned.slot_at == INITIAL_SLOT:
+            return None
+        drift_s = max(0.0, (started - planned.due_at).total_seconds())
+        metrics.SCHEDULER_DRIFT.observe(drift_s)
+        if drift_s > self.options.drift_warning_s:
+            metrics.DRIFT_WARNINGS.inc()
+            log.warning(
+                "check of %s (%s) for slot %s started at %s: %.1f min late",
+                planned.integration.name,
+                planned.integration.integration_id,
+                planned.due_at.isoformat(),
+                started.isoformat(),
+                drift_s / 60,
+            )
+        return drift_s
+
+    def _note_cold_starts(self, planned: list[PlannedCheck]) -> None:
+        now = time.monotonic()
+        for kind in {p.integration.integration_type for p in planned}:
+            last = self._last_activity.get(kind)
+            if last is not None and now - last > self.options.cold_after_s:
+                metrics.COLD_STARTS.labels(kind).inc()
+                log.info("cold start: first %s check after %.0f min idle", kind, (now - last) / 60)
+            self._last_activity[kind] = now
+
+    def _write_for(
+        self,
+        planned: PlannedCheck,
+        integration: IntegrationConfigBase | BrokenIntegration,
+        result: HealthResult,
+        before: StatusRecord | None,
+        drift_s: float | None,
+    ) -> ResultWrite:
+        if isinstance(integration, IntegrationConfigBase):
+            state = None
+            if before is not None:
+                state = IntegrationState(
+                    status=before.status,
+                    checked_at=before.checked_at,
+                    consecutive_failures=before.consecutive_failures,
+                    last_healthy_at=before.last_healthy_at,
+                    next_check_at=before.next_check_at,
+                )
+            next_check_at = next_state(state, integration, result).next_check_at
+        else:
+            next_check_at = result.checked_at + timedelta(seconds=integration.check_interval_s)
+        return ResultWrite(
+            org_id=integration.org_id,
+            integration_id=integration.integration_id,
+            integration_type=integration.integration_type,
+            result=result,
+            next_check_at=next_check_at,
+            slot_at=planned.slot_at,
+            worker=self.worker,
+            drift_ms=None if drift_s is None else round(drift_s * 1000),
+        )
+
+    async def _rate_limit_switches(self, outcomes: list[CheckOutcome], at: datetime) -> None:
+        limited_types = {
+            o.integration.integration_type
+            for o in outcomes
+            if o.result.error_code is ErrorCode.RATE_LIMITED
+            and o.result.status is not HealthStatus.HEALTHY
+        }
+        if not limited_types:
+            return
+        current = {m.integration_type: m for m in await self.store.list_type_modes()}
+        options = self.options
+        for kind in sorted(limited_types):
+            count = await self.store.count_results(
+                kind, ErrorCode.RATE_LIMITED, since=at - options.rate_limit_window
+            )
+            decided = rate_limit_switch(
+                kind,
+                rate_limited_recently=count,
+                threshold=options.rate_limit_threshold,
+                at=at,
+                cooldown=options.rate_limit_cooldown,
+                current=current.get(kind),
+            )
+            if decided is not None and decided is not current.get(kind):
+                await self.store.set_type_mode(decided, integration_type=kind)
+                metrics.TYPE_PAUSES.labels(kind).inc()
+                log.warning(
+                    "%s: %s (until %s)", kind, decided.reason, decided.passive_until.isoformat()
+                )
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run passes until ``stop`` is set; the pass in progress finishes and is written."""
+        async with self.registry:
+            while not stop.is_set():
+                try:
+                    report = await self.run_pass()
+                    self.last_error = None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the loop must survive a bad pass
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.error("scheduler pass failed: %s", self.last_error)
+                    report = None
+                if report is not None and report.ran >= self.options.batch_size:
+                    continue  # more is due right now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.options.tick_s)

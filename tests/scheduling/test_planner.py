@@ -1,0 +1,264 @@
+"""The pure planner and the backoff policy: every scheduling rule, with an explicit clock."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar, Literal
+
+import pytest
+from pydantic import ValidationError
+
+from integration_health import ErrorCode, HealthResult, HealthStatus
+from integration_health.config import IntegrationConfigBase
+from integration_health.policy import (
+    BACKOFF_CAP_S,
+    BACKOFF_JITTER,
+    IntegrationState,
+    backoff_delay_s,
+    next_state,
+)
+from integration_health.scheduling import Candidate, plan_checks, rate_limit_switch
+from integration_health.store import INITIAL_SLOT, StatusRecord, TypeMode
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+class CheapConfig(IntegrationConfigBase):
+    integration_type: Literal["cheap"] = "cheap"
+
+
+class CostlyConfig(IntegrationConfigBase):
+    """A vendor whose calls cost money: a 30-minute floor."""
+
+    integration_type: Literal["costly"] = "costly"
+    min_check_interval_s: ClassVar[int] = 1800
+
+
+def cheap(org: uuid.UUID | None = None, **fields: object) -> CheapConfig:
+    return CheapConfig(
+        integration_id=uuid.uuid4(),
+        org_id=org or uuid.uuid4(),
+        name="c",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def status(
+    config: IntegrationConfigBase,
+    *,
+    checked_at: datetime,
+    next_check_at: datetime | None,
+    state: HealthStatus = HealthStatus.HEALTHY,
+) -> StatusRecord:
+    return StatusRecord(
+        org_id=config.org_id,
+        integration_id=config.integration_id,
+        integration_type=config.integration_type,
+        status=state,
+        latency_ms=10,
+        checked_at=checked_at,
+        error=None,
+        error_code=None,
+        consecutive_failures=0,
+        last_healthy_at=None,
+        next_check_at=next_check_at,
+    )
+
+
+def test_never_checked_is_due_at_once_in_the_initial_slot() -> None:
+    """An integration with no status is due immediately; its slot is the initial one."""
+    item = cheap()
+    plan = plan_checks([Candidate(item, None)], at=T0)
+    assert [(p.integration, p.slot_at) for p in plan.run] == [(item, INITIAL_SLOT)]
+
+
+def test_due_only_after_next_check_at() -> None:
+    """Before next_check_at nothing runs; at it, the slot is next_check_at."""
+    item = cheap()
+    st = status(item, checked_at=T0, next_check_at=T0 + timedelta(minutes=15))
+    assert plan_checks([Candidate(item, st)], at=T0 + timedelta(minutes=14)).run == []
+    plan = plan_checks([Candidate(item, st)], at=T0 + timedelta(minutes=15))
+    assert plan.run[0].slot_at == T0 + timedelta(minutes=15)
+
+
+def test_floor_wins_over_an_early_next_check_at() -> None:
+    """Even if next_check_at says so, a type is never probed sooner than its floor."""
+    item = CostlyConfig(
+        integration_id=uuid.uuid4(), org_id=uuid.uuid4(), name="x", check_interval_s=1800
+    )
+    st = status(item, checked_at=T0, next_check_at=T0 + timedelta(minutes=1))
+    plan = plan_checks([Candidate(item, st)], at=T0 + timedelta(minutes=20))
+    assert plan.run == [] and plan.not_yet == 1
+    later = plan_checks([Candidate(item, st)], at=T0 + timedelta(minutes=30))
+    assert later.run[0].due_at == T0 + timedelta(minutes=30)
+
+
+def test_interval_below_floor_is_refused() -> None:
+    """A configured interval below the (vendor) floor is refused with a clear error."""
+    with pytest.raises(ValidationError, match="at least 900 seconds"):
+        cheap(check_interval_s=300)
+    with pytest.raises(ValidationError, match="at least 1800 seconds"):
+        CostlyConfig(
+            integration_id=uuid.uuid4(), org_id=uuid.uuid4(), name="x", check_interval_s=900
+        )
+
+
+def test_passive_and_disabled_are_never_planned() -> None:
+    """Only enabled, active integrations are probed."""
+    items = [
+        cheap(monitoring_mode="passive"),
+        cheap(enabled=False),
+        cheap(monitoring_mode="disabled"),
+    ]
+    assert plan_checks([Candidate(i, None) for i in items], at=T0).run == []
+
+
+def test_paused_type_waits_until_the_pause_ends() -> None:
+    """A paused type's due checks are held back (and counted) until passive_until."""
+    item = cheap()
+    pause = TypeMode("cheap", T0 + timedelta(hours=1), "rate limited", T0)
+    plan = plan_checks([Candidate(item, None)], at=T0, type_modes={"cheap": pause})
+    assert plan.run == [] and plan.paused == {"cheap": 1}
+    after = plan_checks(
+        [Candidate(item, None)], at=T0 + timedelta(hours=1, seconds=1), type_modes={"cheap": pause}
+    )
+    assert len(after.run) == 1
+
+
+def test_budget_limits_each_type_per_pass() -> None:
+    """A type's budget caps how many of its checks start; the rest are deferred."""
+    items = [cheap() for _ in range(10)]
+    plan = plan_checks([Candidate(i, None) for i in items], at=T0, budgets={"cheap": 3})
+    assert len(plan.run) == 3
+    assert plan.deferred_budget == {"cheap": 7}
+    unlimited = plan_checks([Candidate(i, None) for i in items], at=T0, budgets={"other": 0})
+    assert len(unlimited.run) == 10
+
+
+def test_fair_across_organisations() -> None:
+    """A big organisation's backlog does not starve a small one: picks alternate."""
+    big, small = uuid.uuid4(), uuid.uuid4()
+    candidates = [Candidate(cheap(big), None) for _ in range(1000)]
+    candidates += [Candidate(cheap(small), status(cheap(small), checked_at=T0, next_check_at=T0))]
+    # the small org's check is due later than all of the big org's
+    small_item = cheap(small)
+    candidates.append(
+        Candidate(
+            small_item, status(small_item, checked_at=T0 - timedelta(hours=1), next_check_at=T0)
+        )
+    )
+    plan = plan_checks(candidates, at=T0 + timedelta(hours=2), max_checks=10)
+    orgs = [p.integration.org_id for p in plan.run]
+    assert orgs.count(small) == 2  # both of the small org's checks are in the first 10
+    assert len(plan.run) == 10
+
+
+def test_oldest_due_first_within_an_organisation() -> None:
+    """Within one organisation the most overdue check is picked first."""
+    org = uuid.uuid4()
+    a, b = cheap(org), cheap(org)
+    cands = [
+        Candidate(a, status(a, checked_at=T0, next_check_at=T0 + timedelta(minutes=20))),
+        Candidate(b, status(b, checked_at=T0, next_check_at=T0 + timedelta(minutes=16))),
+    ]
+    plan = plan_checks(cands, at=T0 + timedelta(hours=1), max_checks=1)
+    assert plan.run[0].integration is b
+
+
+def test_backoff_grows_is_capped_and_jitter_is_bounded() -> None:
+    """Failures double the wait from the interval up to the cap, within ±10 % jitter."""
+    interval = 900
+    delays = [backoff_delay_s(interval, n, key="x") for n in range(1, 12)]
+    assert delays[0] == interval
+    for n, delay in enumerate(delays[1:], start=2):
+        base = min(interval * 2 ** (n - 1), BACKOFF_CAP_S)
+        assert base * (1 - BACKOFF_JITTER) <= delay <= base * (1 + BACKOFF_JITTER)
+    assert max(delays) <= BACKOFF_CAP_S * (1 + BACKOFF_JITTER)
+    # jitter differs across integrations but is stable for one
+    spread = {round(backoff_delay_s(interval, 5, key=str(i))) for i in range(50)}
+    assert len(spread) > 10
+    assert backoff_delay_s(interval, 5, key="a") == backoff_delay_s(interval, 5, key="a")
+    # an interval longer than the cap is never shortened by it
+    assert backoff_delay_s(6 * 3600, 4, key="x") >= 6 * 3600
+
+
+def test_success_resets_backoff() -> None:
+    """After failures, one success brings the next check back to one interval."""
+    item = cheap()
+    state = None
+    for minute in range(0, 300, 60):
+        failure = HealthResult.unreachable(ErrorCode.CONNECTION, "down", 1).model_copy(
+            update={"checked_at": T0 + timedelta(minutes=minute)}
+        )
+        state = next_state(state, item, failure)
+    assert state is not None and state.consecutive_failures == 5
+    assert (state.next_check_at - state.checked_at).total_seconds() > 900 * 8  # type: ignore[operator]
+    ok = HealthResult.healthy(5).model_copy(update={"checked_at": T0 + timedelta(hours=6)})
+    recovered = next_state(state, item, ok)
+    assert recovered.consecutive_failures == 0
+    assert recovered.last_healthy_at == ok.checked_at
+    assert recovered.next_check_at == ok.checked_at + timedelta(seconds=900)
+
+
+def test_retry_after_is_honoured() -> None:
+    """A Retry-After hint longer than the interval pushes the next check out."""
+    item = cheap()
+    limited = HealthResult.degraded(
+        ErrorCode.RATE_LIMITED, "slow down", 3, details={"retry_after_s": 3600}
+    ).model_copy(update={"checked_at": T0})
+    state = next_state(None, item, limited)
+    assert state.next_check_at == T0 + timedelta(hours=1)
+    assert state.consecutive_failures == 0  # degraded is not a failure
+    short = limited.model_copy(update={"details": {"retry_after_s": 5}})
+    assert next_state(None, item, short).next_check_at == T0 + timedelta(seconds=900)
+    bogus = limited.model_copy(update={"details": {"retry_after_s": True}})
+    assert next_state(None, item, bogus).next_check_at == T0 + timedelta(seconds=900)
+
+
+def test_state_carries_last_healthy() -> None:
+    """A failure keeps the previous last_healthy_at."""
+    item = cheap()
+    before = IntegrationState(HealthStatus.HEALTHY, T0, 0, T0, None)
+    fail = HealthResult.unreachable(ErrorCode.TIMEOUT, "t", 10_000).model_copy(
+        update={"checked_at": T0 + timedelta(minutes=15)}
+    )
+    assert next_state(before, item, fail).last_healthy_at == T0
+
+
+def test_rate_limit_switch_and_cooldown() -> None:
+    """N rate-limited results pause the type for the cool-down; it is lifted afterwards."""
+    cooldown = timedelta(hours=1)
+    assert (
+        rate_limit_switch(
+            "x", rate_limited_recently=4, threshold=5, at=T0, cooldown=cooldown, current=None
+        )
+        is None
+    )
+    pause = rate_limit_switch(
+        "x", rate_limited_recently=5, threshold=5, at=T0, cooldown=cooldown, current=None
+    )
+    assert pause is not None and pause.passive_until == T0 + cooldown
+    assert "5 rate-limited results" in pause.reason
+    # while paused, more rate limiting does not extend or replace the pause
+    same = rate_limit_switch(
+        "x",
+        rate_limited_recently=50,
+        threshold=5,
+        at=T0 + timedelta(minutes=30),
+        cooldown=cooldown,
+        current=pause,
+    )
+    assert same is pause
+    # after it ends, a calm vendor is not paused again
+    assert (
+        rate_limit_switch(
+            "x",
+            rate_limited_recently=0,
+            threshold=5,
+            at=T0 + timedelta(hours=2),
+            cooldown=cooldown,
+            current=pause,
+        )
+        is None
+    )

@@ -1,0 +1,319 @@
+"""The in-process scheduler against real stores and the real runner, with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from integration_health import ErrorCode, HealthStatus, Settings
+from integration_health.checks import CheckRegistry
+from integration_health.integrations_file import to_records
+from integration_health.passive import classify_sync_error, record_sync_outcome
+from integration_health.scheduling import Scheduler, SchedulerOptions
+from integration_health.store import MemoryStore, Organization, SQLiteStore, Store
+from integration_health.testing import FakeCheck, FakeConfig, fake_registry
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A settable clock for the scheduler."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, **delta: float) -> datetime:
+        self.at += timedelta(**delta)
+        return self.at
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        yield MemoryStore()
+    else:
+        sqlite = await SQLiteStore.open(f"sqlite:///{tmp_path / 'sched.db'}")
+        yield sqlite
+        await sqlite.aclose()
+
+
+@pytest.fixture
+def fakes() -> tuple[CheckRegistry, FakeCheck]:
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=1.0, concurrency=100))
+    return registry, check
+
+
+async def seed(store: Store, count: int = 3, *, org: uuid.UUID | None = None, **fields: Any) -> list[FakeConfig]:
+    org = org or uuid.uuid4()
+    items = [
+        FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"fake-{i}", **fields)
+        for i in range(count)
+    ]
+    await store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    return items
+
+
+async def test_due_checks_run_once_per_slot(store: Store, fakes: tuple[CheckRegistry, FakeCheck]) -> None:
+    """Never-checked integrations run at once; then again only when their interval has passed."""
+    registry, check = fakes
+    items = await seed(store)
+    clock = Clock(T0)
+    scheduler = Scheduler(store, registry, clock=clock)
+    async with registry:
+        first = await scheduler.run_pass()
+        assert (first.ran, first.written) == (3, 3)
+        again = await scheduler.run_pass()  # same instant: nothing is due
+        assert again.ran == 0
+        clock.advance(minutes=14)
+        assert (await scheduler.run_pass()).ran == 0
+        clock.advance(minutes=1, seconds=1)
+        assert (await scheduler.run_pass()).ran == 3
+    assert len(check.calls) == 6
+    for item in items:
+        assert len(await store.list_history(item.integration_id)) == 2
+    status = (await store.list_statuses(items[0].org_id))[0]
+    assert status.next_check_at is not None
+    assert scheduler.last_pass_at == clock.at
+
+
+async def test_two_schedulers_never_run_a_slot_twice(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Two schedulers passing at the same moment split the work; every slot runs once."""
+    registry, check = fakes
+    items = await seed(store, 20, delay_s=0.05)
+    a = Scheduler(store, registry, clock=Clock(T0), worker="a")
+    b = Scheduler(store, registry, clock=Clock(T0), worker="b")
+    async with registry:
+        ra, rb = await asyncio.gather(a.run_pass(), b.run_pass())
+    assert ra.ran + rb.ran == 20
+    assert ra.skipped_claims + rb.skipped_claims >= 20 - max(ra.ran, rb.ran)
+    assert len(check.calls) == 20
+    for item in items:
+        assert len(await store.list_history(item.integration_id)) == 1
+
+
+async def test_late_duplicate_of_a_slot_writes_nothing(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """A delayed run of a slot that another worker already completed changes nothing."""
+    registry, _ = fakes
+    [item] = await seed(store, 1)
+    clock = Clock(T0)
+    fast = Scheduler(store, registry, clock=clock, worker="fast")
+    async with registry:
+        await fast.run_pass()  # initial slot done
+        late = Scheduler(store, registry, clock=Clock(T0 + timedelta(seconds=5)), worker="late")
+        report = await late.run_pass()
+    assert report.ran == 0
+    assert len(await store.list_history(item.integration_id)) == 1
+
+
+async def test_drift_over_five_minutes_is_logged(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A check starting 6 min after its slot is logged with both timestamps and counted."""
+    from integration_health import metrics
+
+    registry, _ = fakes
+    [item] = await seed(store, 1)
+    clock = Clock(T0)
+    scheduler = Scheduler(store, registry, clock=clock)
+    before = metrics.DRIFT_WARNINGS._value.get()  # noqa: SLF001 - reading the counter
+    async with registry:
+        await scheduler.run_pass()
+        [status] = await store.list_statuses(item.org_id)
+        assert status.next_check_at is not None
+        clock.at = status.next_check_at + timedelta(minutes=6)
+        with caplog.at_level(logging.WARNING):
+            report = await scheduler.run_pass()
+    assert report.drift_warnings == 1
+    assert metrics.DRIFT_WARNINGS._value.get() == before + 1  # noqa: SLF001
+    [record] = [r for r in caplog.records if "late" in r.getMessage()]
+    message = record.getMessage()
+    assert status.next_check_at.isoformat() in message and clock.at.isoformat() in message
+
+
+async def test_rate_limited_vendor_is_paused_then_resumed(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five rate-limited results pause the type (visible in the store and log) until the cool-down ends."""
+    registry, check = fakes
+    items = await seed(store, 5, outcome="degraded")  # the fake reports rate_limited
+    clock = Clock(T0)
+    options = SchedulerOptions(rate_limit_threshold=5, rate_limit_cooldown=timedelta(hours=1))
+    scheduler = Scheduler(store, registry, clock=clock, options=options)
+    async with registry:
+        with caplog.at_level(logging.WARNING):
+            await scheduler.run_pass()
+        [mode] = await store.list_type_modes()
+        assert mode.integration_type == "fake"
+        assert mode.passive_until == T0 + timedelta(hours=1)
+        assert any("rate-limited results" in r.getMessage() for r in caplog.records)
+        clock.advance(minutes=20)
+        paused = await scheduler.run_pass()
+        assert paused.ran == 0 and paused.paused == {"fake": 5}
+        clock.advance(minutes=41)
+        resumed = await scheduler.run_pass()
+        assert resumed.ran == 5
+    assert len(check.calls) == 10
+    assert len(items) == 5
+
+
+async def test_budget_spreads_checks_over_minutes(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """A per-minute budget of 4 runs 10 due checks over three minutes."""
+    registry, _ = fakes
+    await seed(store, 10)
+    clock = Clock(T0)
+    scheduler = Scheduler(
+        store, registry, clock=clock, options=SchedulerOptions(budgets_per_minute={"fake": 4})
+    )
+    async with registry:
+        ran = [(await scheduler.run_pass()).ran]
+        ran.append((await scheduler.run_pass()).ran)  # same minute: budget spent
+        clock.advance(seconds=61)
+        ran.append((await scheduler.run_pass()).ran)
+        clock.advance(seconds=61)
+        ran.append((await scheduler.run_pass()).ran)
+    assert ran == [4, 0, 4, 2]
+
+
+async def test_failing_integration_backs_off(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Consecutive failures push next_check_at out exponentially."""
+    registry, _ = fakes
+    [item] = await seed(store, 1, outcome="unreachable")
+    clock = Clock(T0)
+    scheduler = Scheduler(store, registry, clock=clock)
+    gaps = []
+    async with registry:
+        for _ in range(4):
+            await scheduler.run_pass()
+            [status] = await store.list_statuses(item.org_id)
+            assert status.next_check_at is not None
+            gaps.append((status.next_check_at - status.checked_at).total_seconds())
+            clock.at = status.next_check_at + timedelta(seconds=1)
+    assert gaps[0] == 900
+    assert gaps[1] >= 1800 * 0.9 and gaps[2] >= 3600 * 0.9 and gaps[3] >= 7200 * 0.9
+
+
+async def test_passive_integrations_are_not_probed_but_take_sync_outcomes(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passive integration is never probed; sync outcomes set its status (secrets redacted)."""
+    registry, check = fakes
+    monkeypatch.setenv("SYNC_SECRET", "sync-canary-secret")
+    [item] = await seed(store, 1, monitoring_mode="passive", secret="${SYNC_SECRET}")
+    scheduler = Scheduler(store, registry, clock=Clock(T0))
+    async with registry:
+        assert (await scheduler.run_pass()).ran == 0
+    assert check.calls == []
+    bad = await record_sync_outcome(
+        item.org_id,
+        item.integration_id,
+        ok=False,
+        error="HTTP 401 Unauthorized for token sync-canary-secret",
+        duration_ms=1234,
+        store=store,
+        registry=registry,
+        at=T0,
+    )
+    assert (bad.status, bad.error_code) == (HealthStatus.UNREACHABLE, ErrorCode.AUTH)
+    assert "sync-canary-secret" not in (bad.error or "")
+    [status] = await store.list_statuses(item.org_id)
+    assert status.source == "passive" and status.latency_ms == 1234
+    assert "sync-canary-secret" not in (status.error or "")
+    good = await record_sync_outcome(
+        item.org_id, item.integration_id, ok=True, duration_ms=50, store=store, at=T0 + timedelta(minutes=1)
+    )
+    assert good.status is HealthStatus.HEALTHY
+    limited = await record_sync_outcome(
+        item.org_id, item.integration_id, ok=False, error="429 Too Many Requests", store=store,
+        at=T0 + timedelta(minutes=2),
+    )
+    assert (limited.status, limited.error_code) == (HealthStatus.DEGRADED, ErrorCode.RATE_LIMITED)
+    events = await store.list_events(item.org_id)
+    assert [e.to_status for e in events][:2] == [HealthStatus.DEGRADED, HealthStatus.HEALTHY]
+
+
+async def test_sync_outcome_for_unknown_integration_is_refused(store: Store) -> None:
+    """An outcome for an integration of another (or no) organisation is refused."""
+    from integration_health.errors import ConfigError, UnknownIntegration
+
+    [item] = await seed(store, 1)
+    with pytest.raises(UnknownIntegration):
+        await record_sync_outcome(uuid.uuid4(), item.integration_id, ok=True, store=store)
+    with pytest.raises(UnknownIntegration):
+        await record_sync_outcome(item.org_id, uuid.uuid4(), ok=True, store=store)
+    with pytest.raises(ConfigError, match="duration_ms"):
+        await record_sync_outcome(item.org_id, item.integration_id, ok=True, duration_ms=-1, store=store)
+
+
+def test_sync_error_classification() -> None:
+    """Sync error texts map to error codes by their telltale words."""
+    assert classify_sync_error("HTTP 429 Too Many Requests") is ErrorCode.RATE_LIMITED
+    assert classify_sync_error("invalid_grant: refresh token expired") is ErrorCode.AUTH
+    assert classify_sync_error("Read timed out") is ErrorCode.TIMEOUT
+    assert classify_sync_error("Company not found") is ErrorCode.NOT_FOUND
+    assert classify_sync_error("getaddrinfo failed") is ErrorCode.DNS
+    assert classify_sync_error("SSL certificate verify failed") is ErrorCode.TLS
+    assert classify_sync_error("Connection refused") is ErrorCode.CONNECTION
+    assert classify_sync_error("502 Bad Gateway") is ErrorCode.SERVER_ERROR
+    assert classify_sync_error(None) is ErrorCode.SERVER_ERROR
+
+
+async def test_graceful_stop_finishes_the_pass_in_flight(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Stopping while checks run lets them finish (within the deadline) and writes them."""
+    registry, _ = fakes
+    items = await seed(store, 5, delay_s=0.5)
+    scheduler = Scheduler(store, registry, options=SchedulerOptions(tick_s=30))
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    await asyncio.sleep(0.2)  # the checks are in flight
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(task, timeout=5)
+    assert time.monotonic() - started < registry.settings.timeout_s + 0.5
+    for item in items:
+        assert len(await store.list_history(item.integration_id)) == 1
+
+
+async def test_warm_up_calls_checks_due_soon(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Checks due within the warm-up horizon get their warm_up call before their slot."""
+    registry, check = fakes
+    warmed: list[uuid.UUID] = []
+
+    async def warm_up(org_id: uuid.UUID, config: FakeConfig) -> None:
+        warmed.append(config.integration_id)
+
+    check.warm_up = warm_up  # type: ignore[attr-defined]
+    [item] = await seed(store, 1)
+    clock = Clock(T0)
+    scheduler = Scheduler(store, registry, clock=clock, options=SchedulerOptions(warmup_s=30))
+    async with registry:
+        await scheduler.run_pass()
+        warmed.clear()
+        [status] = await store.list_statuses(item.org_id)
+        assert status.next_check_at is not None
+        clock.at = status.next_check_at - timedelta(seconds=20)
+        report = await scheduler.run_pass()
+    assert report.ran == 0
+    assert warmed == [item.integration_id]
