@@ -25,7 +25,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -102,6 +102,7 @@ class Scheduler:
         clock: Callable[[], datetime] = utcnow,
         rules: StatusRules | None = None,
         environ: Mapping[str, str] | None = None,
+        after_pass: Sequence[Callable[[PassReport], Awaitable[None]]] = (),
     ) -> None:
         self.store = store
         self.registry = registry
@@ -110,6 +111,9 @@ class Scheduler:
         self.clock = clock
         self.rules = rules or StatusRules(registry.settings.degraded_latency_ms)
         self.environ = environ
+        self.after_pass = list(after_pass)
+        """Called with each pass's report once its results are written (alerting hooks here);
+        a failing hook is logged and does not stop the scheduler."""
         self.last_pass_at: datetime | None = None
         """When the last pass completed (the heartbeat ``/healthz`` reads)."""
         self.last_error: str | None = None
@@ -141,6 +145,11 @@ class Scheduler:
             await self._execute(
                 plan, at, report, {c.integration.integration_id: c.status for c in candidates}
             )
+        for hook in self.after_pass:
+            try:
+                await hook(report)
+            except Exception as exc:  # noqa: BLE001 - a hook must not stop scheduling
+                log.error("after-pass hook %r failed: %s: %s", hook, type(exc).__name__, exc)
         self.last_pass_at = self.clock()
         metrics.SCHEDULER_HEARTBEAT.set(time.time())
         return report
