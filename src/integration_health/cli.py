@@ -671,6 +671,69 @@ def scheduler(
     _run(body)
 
 
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", min=1, max=64, help="Batches of checks run at once."),
+    ] = 4,
+    tick: Annotated[
+        int, typer.Option("--tick", min=1, max=59, help="Seconds between planning passes.")
+    ] = 5,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease",
+            min=15.0,
+            max=3600.0,
+            help="Seconds after which a dead worker's claimed checks are run by another.",
+        ),
+    ] = 120.0,
+) -> None:
+    """Share the due checks with every other worker (PostgreSQL only; start any number).
+
+    Built on procrastinate: one worker plans each tick, batches are claimed and run by any
+    worker, each (integration, slot) exactly once even if a worker dies mid-batch. SIGTERM or
+    Ctrl-C stops it gracefully (in-flight batches finish). On SQLite use `scheduler`.
+    """
+    from .scheduling import SchedulerOptions  # noqa: PLC0415
+    from .scheduling.distributed import (  # noqa: PLC0415 - optional dependency
+        QUEUE,
+        build_app,
+        ensure_procrastinate_schema,
+        make_runtime,
+        set_runtime,
+    )
+
+    url = state.settings().database_url
+    if not url.startswith(("postgresql:", "postgres:")):
+        fail(
+            "the worker needs PostgreSQL (--database-url postgresql://…); "
+            "on SQLite run `integration-health scheduler` instead"
+        )
+    registry = _registry()
+
+    async def body() -> None:
+        async with _store() as store, registry:
+            applied = await ensure_procrastinate_schema(url)
+            if applied:
+                err.print("applied the task queue schema (procrastinate) to the database")
+            set_runtime(make_runtime(store, registry, SchedulerOptions(lease_s=lease)))
+            app = build_app(url, tick_s=tick)
+            try:
+                async with app.open_async():
+                    err.print(
+                        f"worker running on {mask_url(url)} (concurrency {concurrency}; "
+                        "SIGTERM or Ctrl-C to stop)"
+                    )
+                    await app.run_worker_async(queues=[QUEUE], concurrency=concurrency)
+            finally:
+                set_runtime(None)
+        err.print("worker stopped")
+
+    _run(body)
+
+
 @app.command("sync-outcome")
 def sync_outcome(
     integration: Annotated[

@@ -382,3 +382,25 @@ async def test_type_modes_and_result_counts(store: Store) -> None:
     await store.record_results(limited)
     assert await store.count_results("http", ErrorCode.RATE_LIMITED, since=T0 + timedelta(minutes=1)) == 2
     assert await store.count_results("xledger", ErrorCode.RATE_LIMITED, since=T0) == 0
+
+
+async def test_renewing_a_claim_you_hold(store: Store) -> None:
+    """A holder renews its own claim; after another worker took it over, renewal fails."""
+    org, [item] = await seeded(store)
+    slot = SlotClaim(org, item.integration_id, T0)
+    assert await store.claim_slots([slot], worker="a", at=T0, lease_s=60) == [slot]
+    assert await store.claim_slots(
+        [slot], worker="a", at=T0 + timedelta(seconds=50), lease_s=60
+    ) == [slot]
+    # renewed at +50 s, so at +100 s the lease has not run out for others
+    assert (
+        await store.claim_slots([slot], worker="b", at=T0 + timedelta(seconds=100), lease_s=60)
+        == []
+    )
+    assert await store.claim_slots(
+        [slot], worker="b", at=T0 + timedelta(seconds=111), lease_s=60
+    ) == [slot]
+    assert (
+        await store.claim_slots([slot], worker="a", at=T0 + timedelta(seconds=112), lease_s=60)
+        == []
+    )

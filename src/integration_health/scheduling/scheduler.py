@@ -39,9 +39,22 @@ from ..runner import CheckOutcome, execute_checks
 from ..store.base import INITIAL_SLOT, ResultWrite, SlotClaim, StatusRecord, Store, TypeMode
 from .planner import Candidate, Plan, PlannedCheck, plan_checks, rate_limit_switch
 
-__all__ = ["PassReport", "Scheduler", "SchedulerOptions", "default_worker_id"]
+__all__ = ["PassReport", "Scheduler", "SchedulerOptions", "default_worker_id", "state_of"]
 
 log = logging.getLogger(__name__)
+
+
+def state_of(record: StatusRecord | None) -> IntegrationState | None:
+    """The policy's view of a stored status row."""
+    if record is None:
+        return None
+    return IntegrationState(
+        status=record.status,
+        checked_at=record.checked_at,
+        consecutive_failures=record.consecutive_failures,
+        last_healthy_at=record.last_healthy_at,
+        next_check_at=record.next_check_at,
+    )
 
 
 def default_worker_id() -> str:
@@ -126,8 +139,19 @@ class Scheduler:
         """Plan and run what is due at ``at`` (default: now)."""
         at = at or self.clock()
         report = PassReport(at=at)
-        options = self.options
-        due = await self.store.list_due(at, limit=options.batch_size * 4)
+        plan, previous = await self.plan(at, report)
+        await self.warm_up(at)
+        held = await self.claim(plan.run, worker=self.worker, at=at, report=report)
+        if held:
+            await self.execute(held, previous, worker=self.worker, at=at, report=report)
+        await self.finish_pass(report)
+        return report
+
+    async def plan(
+        self, at: datetime, report: PassReport
+    ) -> tuple[Plan, dict[UUID, IntegrationState | None]]:
+        """Load due checks and plan them; returns the plan and each one's previous state."""
+        due = await self.store.list_due(at, limit=self.options.batch_size * 4)
         modes = await self._current_modes(at)
         candidates = [Candidate(self.registry.from_record(d.integration), d.status) for d in due]
         plan = plan_checks(
@@ -135,16 +159,37 @@ class Scheduler:
             at=at,
             type_modes=modes,
             budgets=self._budgets(at),
-            max_checks=options.batch_size,
+            max_checks=self.options.batch_size,
         )
         report.due = len(plan.run)
         report.deferred_budget = plan.deferred_budget
         report.paused = plan.paused
-        await self._warm_up(at)
-        if plan.run:
-            await self._execute(
-                plan, at, report, {c.integration.integration_id: c.status for c in candidates}
-            )
+        previous = {c.integration.integration_id: state_of(c.status) for c in candidates}
+        return plan, previous
+
+    async def claim(
+        self, planned: list[PlannedCheck], *, worker: str, at: datetime, report: PassReport
+    ) -> list[PlannedCheck]:
+        """Claim the slots of ``planned`` for ``worker``; returns those it holds."""
+        if not planned:
+            return []
+        claims = [
+            SlotClaim(p.integration.org_id, p.integration.integration_id, p.slot_at)
+            for p in planned
+        ]
+        got = await self.store.claim_slots(
+            claims, worker=worker, at=at, lease_s=self.options.lease_s
+        )
+        held = {(c.integration_id, c.slot_at) for c in got}
+        kept = [p for p in planned if (p.integration.integration_id, p.slot_at) in held]
+        skipped = len(planned) - len(kept)
+        report.skipped_claims += skipped
+        if skipped:
+            metrics.SLOTS_SKIPPED.inc(skipped)
+        return kept
+
+    async def finish_pass(self, report: PassReport) -> None:
+        """Run the after-pass hooks and beat the heart."""
         for hook in self.after_pass:
             try:
                 await hook(report)
@@ -152,7 +197,6 @@ class Scheduler:
                 log.error("after-pass hook %r failed: %s: %s", hook, type(exc).__name__, exc)
         self.last_pass_at = self.clock()
         metrics.SCHEDULER_HEARTBEAT.set(time.time())
-        return report
 
     async def _current_modes(self, at: datetime) -> dict[str, TypeMode]:
         modes = {}
@@ -178,7 +222,8 @@ class Scheduler:
             budgets[kind] = max(0, per_minute - len(starts))
         return budgets
 
-    async def _warm_up(self, at: datetime) -> None:
+    async def warm_up(self, at: datetime) -> None:
+        """Warm up the checks due within ``options.warmup_s`` of ``at``."""
         soon = await self.store.list_due(
             at + timedelta(seconds=self.options.warmup_s), limit=self.options.batch_size
         )
@@ -187,31 +232,21 @@ class Scheduler:
         if configs:
             await self.registry.warm_up(configs, environ=self.environ)
 
-    async def _execute(
+    async def execute(
         self,
-        plan: Plan,
+        to_run: list[PlannedCheck],
+        previous: Mapping[UUID, IntegrationState | None],
+        *,
+        worker: str,
         at: datetime,
         report: PassReport,
-        previous: Mapping[UUID, StatusRecord | None],
     ) -> None:
-        claims = [
-            SlotClaim(p.integration.org_id, p.integration.integration_id, p.slot_at)
-            for p in plan.run
-        ]
-        got = await self.store.claim_slots(
-            claims, worker=self.worker, at=at, lease_s=self.options.lease_s
-        )
-        held = {(c.integration_id, c.slot_at) for c in got}
-        to_run = [p for p in plan.run if (p.integration.integration_id, p.slot_at) in held]
-        skipped = len(plan.run) - len(to_run)
-        report.skipped_claims = skipped
-        if skipped:
-            metrics.SLOTS_SKIPPED.inc(skipped)
+        """Run checks whose slots ``worker`` holds, and write their results."""
         if not to_run:
             return
         started = self.clock()
         drift = {id(p): self._drift(p, started) for p in to_run}
-        report.drift_warnings = sum(
+        report.drift_warnings += sum(
             1 for d in drift.values() if d is not None and d > self.options.drift_warning_s
         )
         self._note_cold_starts(to_run)
@@ -226,12 +261,14 @@ class Scheduler:
             environ=self.environ,
             clock=self.clock,
         )
-        report.ran = len(outcomes)
-        report.outcomes = outcomes
+        report.ran += len(outcomes)
+        report.outcomes.extend(outcomes)
         writes = []
         for planned, (integration, result) in zip(to_run, outcomes, strict=True):
             before = previous.get(integration.integration_id)
-            writes.append(self._write_for(planned, integration, result, before, drift[id(planned)]))
+            writes.append(
+                self._write_for(planned, integration, result, before, drift[id(planned)], worker)
+            )
             metrics.CHECKS.labels(
                 integration.integration_type,
                 result.status.value,
@@ -240,11 +277,12 @@ class Scheduler:
             metrics.CHECK_LATENCY.labels(integration.integration_type).observe(
                 result.latency_ms / 1000
             )
-        report.written = await self.store.record_results(writes)
-        if report.written < len(writes):
+        written = await self.store.record_results(writes)
+        report.written += written
+        if written < len(writes):
             log.info(
                 "%d result(s) not written: their slot was completed by another worker",
-                len(writes) - report.written,
+                len(writes) - written,
             )
         await self._rate_limit_switches(outcomes, at)
 
@@ -279,20 +317,12 @@ class Scheduler:
         planned: PlannedCheck,
         integration: IntegrationConfigBase | BrokenIntegration,
         result: HealthResult,
-        before: StatusRecord | None,
+        before: IntegrationState | None,
         drift_s: float | None,
+        worker: str,
     ) -> ResultWrite:
         if isinstance(integration, IntegrationConfigBase):
-            state = None
-            if before is not None:
-                state = IntegrationState(
-                    status=before.status,
-                    checked_at=before.checked_at,
-                    consecutive_failures=before.consecutive_failures,
-                    last_healthy_at=before.last_healthy_at,
-                    next_check_at=before.next_check_at,
-                )
-            next_check_at = next_state(state, integration, result).next_check_at
+            next_check_at = next_state(before, integration, result).next_check_at
         else:
             next_check_at = result.checked_at + timedelta(seconds=integration.check_interval_s)
         return ResultWrite(
@@ -302,7 +332,7 @@ class Scheduler:
             result=result,
             next_check_at=next_check_at,
             slot_at=planned.slot_at,
-            worker=self.worker,
+            worker=worker,
             drift_ms=None if drift_s is None else round(drift_s * 1000),
         )
 

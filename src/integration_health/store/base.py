@@ -273,7 +273,9 @@ class Store(Protocol):
         """Claim slots for ``worker``; returns those it got.
 
         A slot already done is never claimed again; a slot claimed by someone else is taken
-        over only once its claim is older than ``lease_s`` (that worker died).
+        over only once its claim is older than ``lease_s`` (that worker died). Claiming a slot
+        you already hold renews the claim (its lease starts again at ``at``); a claim taken
+        over by someone else is not returned.
         """
         ...
 

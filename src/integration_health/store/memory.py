@@ -257,7 +257,8 @@ class MemoryStore:
                 key = (claim.integration_id, claim.slot_at)
                 run = self._runs.get(key)
                 expired = run is not None and (at - run.claimed_at).total_seconds() > lease_s
-                if run is None or (run.state == "claimed" and expired):
+                renew = run is not None and run.worker == worker
+                if run is None or (run.state == "claimed" and (expired or renew)):
                     self._runs[key] = _Run(worker=worker, claimed_at=at)
                     got.append(claim)
             return got

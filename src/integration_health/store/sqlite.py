@@ -499,7 +499,8 @@ class SQLiteStore:
                         "ON CONFLICT (integration_id, slot_at) DO UPDATE SET "
                         "worker = excluded.worker, claimed_at = excluded.claimed_at "
                         "WHERE integration_check_runs.state = 'claimed' "
-                        "AND integration_check_runs.claimed_at < ? "
+                        "AND (integration_check_runs.claimed_at < ? "
+                        "OR integration_check_runs.worker = excluded.worker) "
                         "RETURNING worker",
                         (
                             str(item.integration_id),

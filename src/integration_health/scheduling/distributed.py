@@ -1,0 +1,233 @@
+"""Many machines: ``integration-health worker`` processes share the due checks (PostgreSQL).
+
+Built on procrastinate, a PostgreSQL-based task engine (jobs in tables, ``LISTEN/NOTIFY``,
+periodic tasks deferred once per tick whatever the number of workers). Start any number of
+workers, on any machines; no other process is needed.
+
+- Every few seconds the periodic task ``integration_health.plan`` runs on exactly one worker
+  (procrastinate deduplicates periodic defers). It plans the due checks with the same pure
+  planner as the single-machine scheduler, splits them into batches, **claims each batch's
+  slots** in ``integration_check_runs`` under a fresh batch key, and defers one
+  ``integration_health.run_batch`` job per batch.
+- ``run_batch`` renews its claims (a batch that waited too long in the queue and was taken
+  over is skipped), runs the checks with the runner's hard deadlines, and writes the results;
+  each result completes its slot in the same transaction, or is discarded if the slot is no
+  longer this batch's.
+- A worker killed mid-batch (``SIGKILL``) leaves its slots claimed but not done: when the
+  lease runs out the planner sees them due again and claims them under a new batch — so every
+  (integration, slot) produces exactly one result, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from ..checks import CheckRegistry
+from ..errors import ConfigError
+from ..model import HealthStatus, utcnow
+from ..policy import IntegrationState
+from ..store.base import Store
+from .planner import PlannedCheck
+from .scheduler import PassReport, Scheduler, SchedulerOptions
+
+__all__ = ["QUEUE", "WorkerRuntime", "build_app", "ensure_procrastinate_schema"]
+
+log = logging.getLogger(__name__)
+
+QUEUE = "integration_health"
+BATCH_SIZE = 50
+"""Checks per ``run_batch`` job: small enough to spread over workers, big enough to be cheap."""
+
+
+@dataclass
+class WorkerRuntime:
+    """What the tasks of one worker process use (set before the worker starts)."""
+
+    store: Store
+    registry: CheckRegistry
+    scheduler: Scheduler
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def _rt() -> WorkerRuntime:
+    if _runtime is None:  # pragma: no cover - a task run outside `integration-health worker`
+        raise RuntimeError("the integration-health worker runtime is not set up")
+    return _runtime
+
+
+def set_runtime(runtime: WorkerRuntime | None) -> None:
+    """Install the runtime the tasks use (``integration-health worker`` does this)."""
+    global _runtime
+    _runtime = runtime
+
+
+def _state_payload(state: IntegrationState | None) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {
+        "status": state.status.value,
+        "checked_at": state.checked_at.isoformat(),
+        "consecutive_failures": state.consecutive_failures,
+        "last_healthy_at": state.last_healthy_at.isoformat() if state.last_healthy_at else None,
+        "next_check_at": state.next_check_at.isoformat() if state.next_check_at else None,
+    }
+
+
+def _state_from(payload: Mapping[str, Any] | None) -> IntegrationState | None:
+    if payload is None:
+        return None
+
+    def when(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    checked_at = when(payload["checked_at"])
+    assert checked_at is not None
+    return IntegrationState(
+        status=HealthStatus(payload["status"]),
+        checked_at=checked_at,
+        consecutive_failures=int(payload["consecutive_failures"]),
+        last_healthy_at=when(payload["last_healthy_at"]),
+        next_check_at=when(payload["next_check_at"]),
+    )
+
+
+async def plan_and_defer(defer: Any, *, at: datetime | None = None) -> PassReport:
+    """Plan due checks, claim them batch by batch, and defer one job per batch.
+
+    ``defer`` is ``run_batch.defer_async`` (a parameter so the logic is testable alone).
+    """
+    runtime = _rt()
+    scheduler = runtime.scheduler
+    at = at or scheduler.clock()
+    report = PassReport(at=at)
+    plan, previous = await scheduler.plan(at, report)
+    await scheduler.warm_up(at)
+    for start in range(0, len(plan.run), BATCH_SIZE):
+        batch = plan.run[start : start + BATCH_SIZE]
+        key = f"batch:{uuid.uuid4().hex}"
+        held = await scheduler.claim(batch, worker=key, at=at, report=report)
+        if not held:
+            continue
+        items = [
+            {
+                "integration_id": str(p.integration.integration_id),
+                "slot_at": p.slot_at.isoformat(),
+                "due_at": p.due_at.isoformat(),
+                "previous": _state_payload(previous.get(p.integration.integration_id)),
+            }
+            for p in held
+        ]
+        await defer(batch_key=key, items=items)
+    await scheduler.finish_pass(report)
+    return report
+
+
+async def run_batch(batch_key: str, items: list[dict[str, Any]]) -> PassReport:
+    """Run one batch of claimed checks and write the results (see the module docstring)."""
+    runtime = _rt()
+    scheduler = runtime.scheduler
+    at = scheduler.clock()
+    report = PassReport(at=at)
+    planned: list[PlannedCheck] = []
+    previous: dict[UUID, IntegrationState | None] = {}
+    for item in items:
+        integration_id = UUID(item["integration_id"])
+        record = await runtime.store.get_integration(integration_id)
+        if record is None:  # deleted since it was planned
+            continue
+        integration = runtime.registry.from_record(record)
+        planned.append(
+            PlannedCheck(
+                integration,
+                slot_at=datetime.fromisoformat(item["slot_at"]),
+                due_at=datetime.fromisoformat(item["due_at"]),
+            )
+        )
+        previous[integration_id] = _state_from(item.get("previous"))
+    held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
+    if len(held) < len(planned):
+        log.info(
+            "batch %s: %d of %d slots were taken over while it waited; skipping them",
+            batch_key,
+            len(planned) - len(held),
+            len(planned),
+        )
+    await scheduler.execute(held, previous, worker=batch_key, at=at, report=report)
+    return report
+
+
+def build_app(database_url: str, *, tick_s: int = 5) -> Any:
+    """The procrastinate app with the ``plan`` (periodic) and ``run_batch`` tasks."""
+    try:
+        import procrastinate  # noqa: PLC0415 - optional dependency
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ConfigError(
+            "the worker needs procrastinate: pip install 'integration-health[postgres]'"
+        ) from exc
+    if not 1 <= tick_s <= 59:
+        raise ConfigError("the planning tick must be between 1 and 59 seconds")
+    conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=conninfo),
+        worker_defaults={"queues": [QUEUE]},
+    )
+
+    @app.task(name="integration_health.run_batch", queue=QUEUE, pass_context=False)
+    async def run_batch_task(batch_key: str, items: list[dict[str, Any]]) -> None:
+        report = await run_batch(batch_key, items)
+        log.debug("batch %s: %d run, %d written", batch_key, report.ran, report.written)
+
+    @app.periodic(cron=f"* * * * * */{tick_s}", periodic_id="plan")
+    @app.task(
+        name="integration_health.plan",
+        queue=QUEUE,
+        queueing_lock="integration_health.plan",
+        pass_context=False,
+    )
+    async def plan_task(timestamp: int) -> None:
+        report = await plan_and_defer(run_batch_task.defer_async)
+        if report.due:
+            log.info(
+                "planned %d due check(s) at %s (%d already claimed elsewhere)",
+                report.due,
+                report.at.isoformat(),
+                report.skipped_claims,
+            )
+
+    return app
+
+
+async def ensure_procrastinate_schema(database_url: str) -> bool:
+    """Apply procrastinate's schema if the database lacks it; True if it was applied.
+
+    One transaction under an advisory lock, so workers starting together apply it once.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+    from procrastinate.schema import SchemaManager  # noqa: PLC0415
+
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('integration_health.procrastinate'))"
+        )
+        cursor = await conn.execute("SELECT to_regclass('public.procrastinate_jobs') IS NOT NULL")
+        row = await cursor.fetchone()
+        if row is not None and row[0]:
+            return False
+        await conn.execute(SchemaManager.get_schema())
+        return True
+
+
+def make_runtime(
+    store: Store, registry: CheckRegistry, options: SchedulerOptions | None = None
+) -> WorkerRuntime:
+    """A runtime whose scheduler is used only for its plan/claim/execute steps."""
+    scheduler = Scheduler(store, registry, options=options, clock=utcnow)
+    return WorkerRuntime(store=store, registry=registry, scheduler=scheduler)
