@@ -54,7 +54,9 @@ def fakes() -> tuple[CheckRegistry, FakeCheck]:
     return registry, check
 
 
-async def seed(store: Store, count: int = 3, *, org: uuid.UUID | None = None, **fields: Any) -> list[FakeConfig]:
+async def seed(
+    store: Store, count: int = 3, *, org: uuid.UUID | None = None, **fields: Any
+) -> list[FakeConfig]:
     org = org or uuid.uuid4()
     items = [
         FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"fake-{i}", **fields)
@@ -64,7 +66,9 @@ async def seed(store: Store, count: int = 3, *, org: uuid.UUID | None = None, **
     return items
 
 
-async def test_due_checks_run_once_per_slot(store: Store, fakes: tuple[CheckRegistry, FakeCheck]) -> None:
+async def test_due_checks_run_once_per_slot(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
     """Never-checked integrations run at once; then again only when their interval has passed."""
     registry, check = fakes
     items = await seed(store)
@@ -130,7 +134,7 @@ async def test_drift_over_five_minutes_is_logged(
     [item] = await seed(store, 1)
     clock = Clock(T0)
     scheduler = Scheduler(store, registry, clock=clock)
-    before = metrics.DRIFT_WARNINGS._value.get()  # noqa: SLF001 - reading the counter
+    before = metrics.DRIFT_WARNINGS._value.get()
     async with registry:
         await scheduler.run_pass()
         [status] = await store.list_statuses(item.org_id)
@@ -139,7 +143,7 @@ async def test_drift_over_five_minutes_is_logged(
         with caplog.at_level(logging.WARNING):
             report = await scheduler.run_pass()
     assert report.drift_warnings == 1
-    assert metrics.DRIFT_WARNINGS._value.get() == before + 1  # noqa: SLF001
+    assert metrics.DRIFT_WARNINGS._value.get() == before + 1
     [record] = [r for r in caplog.records if "late" in r.getMessage()]
     message = record.getMessage()
     assert status.next_check_at.isoformat() in message and clock.at.isoformat() in message
@@ -148,7 +152,7 @@ async def test_drift_over_five_minutes_is_logged(
 async def test_rate_limited_vendor_is_paused_then_resumed(
     store: Store, fakes: tuple[CheckRegistry, FakeCheck], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Five rate-limited results pause the type (visible in the store and log) until the cool-down ends."""
+    """Five rate-limited results pause the type (store and log) until the cool-down ends."""
     registry, check = fakes
     items = await seed(store, 5, outcome="degraded")  # the fake reports rate_limited
     clock = Clock(T0)
@@ -238,11 +242,20 @@ async def test_passive_integrations_are_not_probed_but_take_sync_outcomes(
     assert status.source == "passive" and status.latency_ms == 1234
     assert "sync-canary-secret" not in (status.error or "")
     good = await record_sync_outcome(
-        item.org_id, item.integration_id, ok=True, duration_ms=50, store=store, at=T0 + timedelta(minutes=1)
+        item.org_id,
+        item.integration_id,
+        ok=True,
+        duration_ms=50,
+        store=store,
+        at=T0 + timedelta(minutes=1),
     )
     assert good.status is HealthStatus.HEALTHY
     limited = await record_sync_outcome(
-        item.org_id, item.integration_id, ok=False, error="429 Too Many Requests", store=store,
+        item.org_id,
+        item.integration_id,
+        ok=False,
+        error="429 Too Many Requests",
+        store=store,
         at=T0 + timedelta(minutes=2),
     )
     assert (limited.status, limited.error_code) == (HealthStatus.DEGRADED, ErrorCode.RATE_LIMITED)
@@ -260,7 +273,9 @@ async def test_sync_outcome_for_unknown_integration_is_refused(store: Store) -> 
     with pytest.raises(UnknownIntegration):
         await record_sync_outcome(item.org_id, uuid.uuid4(), ok=True, store=store)
     with pytest.raises(ConfigError, match="duration_ms"):
-        await record_sync_outcome(item.org_id, item.integration_id, ok=True, duration_ms=-1, store=store)
+        await record_sync_outcome(
+            item.org_id, item.integration_id, ok=True, duration_ms=-1, store=store
+        )
 
 
 def test_sync_error_classification() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import random
 import time
 import uuid
@@ -269,7 +270,7 @@ def test_seven_days_of_scheduling() -> None:
     for integration_id, times in probes.items():
         kind = by_id[integration_id].integration_type
         floor = timedelta(seconds=MODELS[kind].min_check_interval_s)
-        for a, b in zip(times, times[1:], strict=False):
+        for a, b in itertools.pairwise(times):
             assert b - a >= floor, (kind, a, b)
             min_gap[kind] = min(min_gap[kind], b - a)
 
@@ -277,7 +278,7 @@ def test_seven_days_of_scheduling() -> None:
     backoff_checked = 0
     for integration_id, times in probes.items():
         interval = by_id[integration_id].check_interval_s
-        for a, b in zip(times, times[1:], strict=False):
+        for a, b in itertools.pairwise(times):
             failures = failures_before.get((integration_id, b), 0)
             if failures >= 2:
                 expected = min(interval * 2 ** (failures - 1), BACKOFF_CAP_S) * (1 - BACKOFF_JITTER)
@@ -307,8 +308,9 @@ def test_seven_days_of_scheduling() -> None:
 
     print(  # the figures, for the record (pytest -s shows them)
         f"\n7 days, 1000 integrations: {total:,} probes in {elapsed:.1f} s; "
-        f"min gap per type {dict((k, str(v)) for k, v in min_gap.items())}; "
+        f"min gap per type { {k: str(v) for k, v in min_gap.items()} }; "
         f"backoff checked on {backoff_checked} gaps; worst checks/min {dict(worst)}; "
-        f"{len(world.outages)} outages, slowest detection {slowest}; {len(pauses)} pauses of 'limits'"
+        f"{len(world.outages)} outages, slowest detection {slowest}; "
+        f"{len(pauses)} pauses of 'limits'"
     )
     assert elapsed < 60

@@ -253,7 +253,9 @@ async def test_status_changes_are_logged_as_events(store: Store) -> None:
     org, [item] = await seeded(store)
     await store.record_results([write(item, at=T0)])
     await store.record_results([write(item, at=T0 + timedelta(minutes=1))])  # same status
-    await store.record_results([write(item, HealthStatus.UNREACHABLE, at=T0 + timedelta(minutes=2))])
+    await store.record_results(
+        [write(item, HealthStatus.UNREACHABLE, at=T0 + timedelta(minutes=2))]
+    )
     await store.record_results([write(item, HealthStatus.DEGRADED, at=T0 - timedelta(minutes=5))])
     await store.record_results([write(item, at=T0 + timedelta(minutes=3))])
     events = await store.list_events(org)
@@ -296,13 +298,18 @@ async def test_list_due(store: Store) -> None:
         ]
     )
     due = await store.list_due(T0 + timedelta(minutes=20))
-    assert [d.integration.integration_id for d in due] == [fresh.integration_id, overdue.integration_id]
+    assert [d.integration.integration_id for d in due] == [
+        fresh.integration_id,
+        overdue.integration_id,
+    ]
     assert due[0].status is None
     assert due[1].status is not None and due[1].status.consecutive_failures == 0
     assert due[1].slot_at == T0 + timedelta(minutes=15)
     assert len(await store.list_due(T0 + timedelta(minutes=20), limit=1)) == 1
     assert {d.integration.name for d in await store.list_due(T0 + timedelta(hours=3))} == {
-        "fresh", "overdue", "later"
+        "fresh",
+        "overdue",
+        "later",
     }
 
 
@@ -316,9 +323,9 @@ async def test_sync_outcome_keeps_next_check_at(store: Store) -> None:
                 org_id=org,
                 integration_id=item.integration_id,
                 integration_type="http",
-                result=HealthResult.unreachable(ErrorCode.SERVER_ERROR, "sync failed", 5).model_copy(
-                    update={"checked_at": T0 + timedelta(minutes=1)}
-                ),
+                result=HealthResult.unreachable(
+                    ErrorCode.SERVER_ERROR, "sync failed", 5
+                ).model_copy(update={"checked_at": T0 + timedelta(minutes=1)}),
                 source="passive",
             )
         ]
@@ -352,8 +359,12 @@ async def test_expired_claims_are_taken_over(store: Store) -> None:
     org, [item] = await seeded(store)
     slot = SlotClaim(org, item.integration_id, T0)
     assert await store.claim_slots([slot], worker="dead", at=T0, lease_s=60) == [slot]
-    assert await store.claim_slots([slot], worker="b", at=T0 + timedelta(seconds=30), lease_s=60) == []
-    assert await store.claim_slots([slot], worker="b", at=T0 + timedelta(seconds=61), lease_s=60) == [slot]
+    assert (
+        await store.claim_slots([slot], worker="b", at=T0 + timedelta(seconds=30), lease_s=60) == []
+    )
+    assert await store.claim_slots(
+        [slot], worker="b", at=T0 + timedelta(seconds=61), lease_s=60
+    ) == [slot]
     late = ResultWrite(**{**write(item, at=T0).__dict__, "slot_at": T0, "worker": "dead"})
     assert await store.record_results([late]) == 0
     ok = ResultWrite(**{**late.__dict__, "worker": "b"})
@@ -366,7 +377,7 @@ async def test_type_modes_and_result_counts(store: Store) -> None:
     """Paused types are stored, listed and cleared; rate-limited results are counted by type."""
     from integration_health.store import TypeMode
 
-    org, [item] = await seeded(store)
+    _org, [item] = await seeded(store)
     mode = TypeMode("http", T0 + timedelta(hours=1), "rate limited 5 times", T0)
     await store.set_type_mode(mode, integration_type="http")
     assert await store.list_type_modes() == [mode]
@@ -376,11 +387,19 @@ async def test_type_modes_and_result_counts(store: Store) -> None:
     await store.set_type_mode(None, integration_type="http")
     assert await store.list_type_modes() == []
     limited = [
-        write(item, HealthStatus.DEGRADED, at=T0 + timedelta(minutes=i), error_code=ErrorCode.RATE_LIMITED)
+        write(
+            item,
+            HealthStatus.DEGRADED,
+            at=T0 + timedelta(minutes=i),
+            error_code=ErrorCode.RATE_LIMITED,
+        )
         for i in range(3)
     ]
     await store.record_results(limited)
-    assert await store.count_results("http", ErrorCode.RATE_LIMITED, since=T0 + timedelta(minutes=1)) == 2
+    assert (
+        await store.count_results("http", ErrorCode.RATE_LIMITED, since=T0 + timedelta(minutes=1))
+        == 2
+    )
     assert await store.count_results("xledger", ErrorCode.RATE_LIMITED, since=T0) == 0
 
 
