@@ -62,6 +62,10 @@ class AdapterConformance:
     integration_type: ClassVar[str]
     expected: ClassVar[dict[str, tuple[HealthStatus, ErrorCode | None]]] = EXPECTED
     """Override entries where a vendor cannot express a scenario (document why)."""
+    server_error_retry_after_s: ClassVar[float | None] = None
+    """Set when the fake's ``server_error`` answer carries ``Retry-After`` (its value)."""
+    warms_up_tokens: ClassVar[bool] = False
+    """Set when the check's ``warm_up`` fetches the token a probe would otherwise fetch."""
 
     def config(self, vendor: RunningVendor, **overrides: Any) -> dict[str, Any]:
         """The adapter-specific fields of a config pointing at ``vendor``."""
@@ -148,3 +152,62 @@ class AdapterConformance:
                 result = await self.probe(vendor, registry)
                 assert result.status is HealthStatus.HEALTHY, result.error
         assert vendor.fake.token_requests <= 1
+
+    # -- generic checks added with the Tripletex/Fiken/Visma adapters (skip when not expressible)
+
+    async def test_oversized_body_is_bad_response(
+        self, vendor: RunningVendor, registry: CheckRegistry
+    ) -> None:
+        """An answer above the response-size cap is unreachable/bad_response, not read whole."""
+        if "oversized" not in vendor.fake.SCENARIOS:
+            pytest.skip(f"the {self.integration_type} fake has no 'oversized' scenario")
+        vendor.fake.set_scenario("oversized")
+        result = await self.probe(vendor, registry)
+        assert (result.status, result.error_code) == (
+            HealthStatus.UNREACHABLE,
+            ErrorCode.BAD_RESPONSE,
+        ), result.error
+
+    async def test_server_error_keeps_retry_after(
+        self, vendor: RunningVendor, registry: CheckRegistry
+    ) -> None:
+        """A 5xx answer's Retry-After is kept as details.retry_after_s for the scheduler."""
+        if self.server_error_retry_after_s is None:
+            pytest.skip(f"the {self.integration_type} fake sends no Retry-After with its 5xx")
+        vendor.fake.set_scenario("server_error")
+        result = await self.probe(vendor, registry)
+        assert result.error_code is ErrorCode.SERVER_ERROR
+        assert result.details.get("retry_after_s") == self.server_error_retry_after_s
+
+    async def test_private_targets_are_refused_by_default(self, vendor: RunningVendor) -> None:
+        """With default settings the SSRF guard refuses 127.0.0.1: config_invalid, no request."""
+        registry = default_registry(Settings(allow_private_networks=False))
+        result = await self.probe(vendor, registry)
+        assert (result.status, result.error_code) == (
+            HealthStatus.UNREACHABLE,
+            ErrorCode.CONFIG_INVALID,
+        ), result.error
+        assert vendor.fake.requests == []
+
+    async def test_warm_up_fetches_the_token_ahead_of_the_probe(
+        self, vendor: RunningVendor, registry: CheckRegistry
+    ) -> None:
+        """After warm-up the probe finds its token cached and fetches none itself."""
+        if not self.warms_up_tokens:
+            pytest.skip(f"{self.integration_type} declares no token warm-up")
+        config = registry.parse(
+            {
+                "integration_id": str(uuid.uuid4()),
+                "org_id": str(uuid.uuid4()),
+                "integration_type": self.integration_type,
+                "name": "warm-up",
+                **self.config(vendor),
+            }
+        )
+        async with registry:
+            assert await registry.warm_up([config]) == 1
+            fetched = vendor.fake.token_requests
+            assert fetched == 1
+            result = await self.probe(vendor, registry)
+        assert result.status is HealthStatus.HEALTHY, result.error
+        assert vendor.fake.token_requests == fetched

@@ -6,8 +6,9 @@ What it adds to a bare ``aiohttp.ClientSession``:
   or metadata addresses are refused (:class:`~integration_health.errors.UnsafeTargetError`)
   unless ``allow_private_networks`` is set; redirects are followed by hand so each hop is
   checked again;
-- probe phases (DNS, connect + TLS, time to first byte, total) measured with aiohttp tracing
-  on a monotonic clock;
+- probe phases (DNS, connect + TLS, time to first byte, total) on a monotonic clock, marked
+  by our own resolver and connector through a context variable (aiohttp's tracing signals cost
+  ~15 % of a probe's CPU; see docs/benchmarks.md);
 - a cap on the body size, a recognisable ``User-Agent``, and no timeouts of its own (the
   runner owns the deadline);
 - a fresh connection per probe by default, so a check measures what a new client would see
@@ -21,6 +22,7 @@ overshoot.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ipaddress
 import json
 import socket
@@ -28,7 +30,6 @@ import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
@@ -39,8 +40,13 @@ from yarl import URL
 from ..errors import UnsafeTargetError
 from ..model import ErrorCode
 from ..transport_errors import ProbeFailure
+from ._network import is_public_address
 
 if TYPE_CHECKING:
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.tracing import Trace
+
     from ..settings import Settings
 
 __all__ = ["HttpClient", "HttpResponse", "is_public_address"]
@@ -49,15 +55,25 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 
 
-def is_public_address(address: str) -> bool:
-    """True for globally routable unicast addresses (what a tenant may point a check at)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+_MARKS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "integration_health_probe_marks", default=None
+)
+"""Phase timestamps of the request hop running in this task (set by :meth:`HttpClient.request`).
+
+A context variable rather than aiohttp's ``TraceConfig``: tracing makes aiohttp build a params
+object and await a signal for every one of ~8 events of every request, whether anyone listens
+or not, which cost ~15 % of a fresh-connection probe's CPU. The resolver and connector below
+mark the same moments the trace signals did, for the price of a dictionary write. aiohttp runs
+a DNS lookup in a task created from the requesting task, so the lookup sees (and marks) the
+dictionary of the request that started it — as the trace signals did.
+"""
+
+
+def _mark(name: str) -> None:
+    """Record ``name`` at the current monotonic time for the running request (first one wins)."""
+    marks = _MARKS.get()
+    if marks is not None and name not in marks:
+        marks[name] = time.monotonic()
 
 
 class GuardedResolver(AbstractResolver):
@@ -70,8 +86,10 @@ class GuardedResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
+        _mark("dns_start")
         results = await self._inner.resolve(host, port, family)
         if self._allow_private:
+            _mark("dns_end")
             return results
         public = [r for r in results if is_public_address(r["host"])]
         if not public:
@@ -79,6 +97,7 @@ class GuardedResolver(AbstractResolver):
                 f"{host} resolves to a loopback, private, link-local or metadata address; "
                 "such targets are refused unless INTEGRATION_HEALTH_ALLOW_PRIVATE_NETWORKS=true"
             )
+        _mark("dns_end")
         return public
 
     async def close(self) -> None:
@@ -109,27 +128,35 @@ class HttpResponse:
             ) from None
 
 
-def _trace_config() -> aiohttp.TraceConfig:
-    """Records phase timestamps into the request's ``trace_request_ctx`` namespace."""
-    config = aiohttp.TraceConfig(trace_config_ctx_factory=SimpleNamespace)
+class _TimedConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that marks the probe phases of the request using it.
 
-    def mark(name: str) -> Any:
-        async def handler(
-            _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: Any
-        ) -> None:
-            marks = getattr(ctx.trace_request_ctx, "marks", None)
-            if marks is not None:
-                marks.setdefault(name, time.monotonic())
+    ``connect_start``/``connect_end`` bracket the creation of a new connection (DNS, TCP and
+    TLS; not marked when a pooled connection is reused) — the moments aiohttp's
+    ``on_connection_create_start/end`` signals mark; ``sent`` is when the request gets its
+    connection, right before aiohttp writes the request headers on it.
+    """
 
-        return handler
+    async def connect(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> aiohttp.connector.Connection:
+        connection = await super().connect(req, traces, timeout)
+        _mark("sent")
+        return connection
 
-    config.on_dns_resolvehost_start.append(mark("dns_start"))
-    config.on_dns_resolvehost_end.append(mark("dns_end"))
-    config.on_connection_create_start.append(mark("connect_start"))
-    config.on_connection_create_end.append(mark("connect_end"))
-    config.on_request_headers_sent.append(mark("sent"))
-    config.on_request_end.append(mark("headers_received"))
-    return config
+    async def _create_connection(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - aiohttp's signature
+    ) -> ResponseHandler:
+        _mark("connect_start")
+        protocol = await super()._create_connection(req, traces, timeout)
+        _mark("connect_end")
+        return protocol
 
 
 def _phases(marks: Mapping[str, float], started: float, ended: float) -> dict[str, float]:
@@ -166,7 +193,7 @@ class HttpClient:
         sessions = self._sessions.setdefault(loop, {})
         session = sessions.get(keep_alive)
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
+            connector = _TimedConnector(
                 limit=0,  # the runner bounds concurrency
                 force_close=not keep_alive,
                 resolver=GuardedResolver(self.allow_private),
@@ -176,7 +203,6 @@ class HttpClient:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),
                 headers={"User-Agent": self.user_agent},
-                trace_configs=[_trace_config()],
                 auto_decompress=True,
                 raise_for_status=False,
             )
@@ -236,51 +262,55 @@ class HttpClient:
         while True:
             target = self.check_target(current)
             marks = {}
-            async with session.request(
-                current_method,
-                target,
-                headers=headers,
-                params=params if not redirects else None,
-                json=json,
-                data=data,
-                allow_redirects=False,
-                trace_request_ctx=SimpleNamespace(marks=marks),
-            ) as response:
-                location = response.headers.get("Location")
-                if follow_redirects and response.status in REDIRECT_STATUSES and location:
-                    if len(redirects) >= MAX_REDIRECTS:
-                        raise ProbeFailure(
-                            ErrorCode.BAD_RESPONSE,
-                            f"More than {MAX_REDIRECTS} redirects (a redirect loop?): "
-                            f"last one to {location}",
-                        )
-                    current = urljoin(str(response.url), location)
-                    redirects.append(current)
-                    if response.status == 303 or (
-                        response.status in (301, 302) and current_method == "POST"
-                    ):
-                        current_method = "GET"
-                        json = data = None
-                    continue
-                body = b""
-                if read_body and current_method != "HEAD":
-                    body = await response.content.read(cap + 1)
-                    if len(body) > cap:
-                        raise ProbeFailure(
-                            ErrorCode.BAD_RESPONSE,
-                            f"The answer is larger than {cap:,} bytes; not read further.",
-                            details={"http_status": response.status},
-                        )
-                ended = time.monotonic()
-                return HttpResponse(
-                    status=response.status,
-                    headers={k.lower(): v for k, v in response.headers.items()},
-                    body=body,
-                    url=str(response.url),
-                    elapsed_ms=(ended - started) * 1000,
-                    phases=_phases(marks, started, ended),
-                    redirects=redirects,
-                )
+            token = _MARKS.set(marks)
+            try:
+                async with session.request(
+                    current_method,
+                    target,
+                    headers=headers,
+                    params=params if not redirects else None,
+                    json=json,
+                    data=data,
+                    allow_redirects=False,
+                ) as response:
+                    marks.setdefault("headers_received", time.monotonic())
+                    location = response.headers.get("Location")
+                    if follow_redirects and response.status in REDIRECT_STATUSES and location:
+                        if len(redirects) >= MAX_REDIRECTS:
+                            raise ProbeFailure(
+                                ErrorCode.BAD_RESPONSE,
+                                f"More than {MAX_REDIRECTS} redirects (a redirect loop?): "
+                                f"last one to {location}",
+                            )
+                        current = urljoin(str(response.url), location)
+                        redirects.append(current)
+                        if response.status == 303 or (
+                            response.status in (301, 302) and current_method == "POST"
+                        ):
+                            current_method = "GET"
+                            json = data = None
+                        continue
+                    body = b""
+                    if read_body and current_method != "HEAD":
+                        body = await response.content.read(cap + 1)
+                        if len(body) > cap:
+                            raise ProbeFailure(
+                                ErrorCode.BAD_RESPONSE,
+                                f"The answer is larger than {cap:,} bytes; not read further.",
+                                details={"http_status": response.status},
+                            )
+                    ended = time.monotonic()
+                    return HttpResponse(
+                        status=response.status,
+                        headers={k.lower(): v for k, v in response.headers.items()},
+                        body=body,
+                        url=str(response.url),
+                        elapsed_ms=(ended - started) * 1000,
+                        phases=_phases(marks, started, ended),
+                        redirects=redirects,
+                    )
+            finally:
+                _MARKS.reset(token)
 
     async def aclose(self) -> None:
         """Close every session."""
