@@ -1,0 +1,1034 @@
+"""The production store: PostgreSQL or Supabase, with row-level security per organisation.
+
+The schema comes from ``supabase/migrations/`` (shipped in the package as
+``store/sql/postgres/migrations/``); :meth:`PostgresStore.upgrade` applies what is pending,
+after ``store/sql/postgres/bootstrap.sql`` where the database is plain PostgreSQL (no ``auth``
+schema). The store connects as the tables' owner (or ``service_role``), so it sees every
+organisation; :meth:`PostgresStore.as_user` runs reads as role ``authenticated`` with a
+user's JWT claims, exactly as PostgREST does, so RLS decides what that user sees.
+
+Writes of one :meth:`~PostgresStore.record_results` call are one SQL statement (arrays →
+``unnest``): the status upsert and the history insert travel in one round trip. Connection
+failures are retried a few times (``stamina``); anything else is translated to a
+:class:`~integration_health.errors.StoreError` at one boundary, :func:`_translate`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from uuid import UUID
+
+import psycopg
+import stamina
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ..checks import IntegrationRecord
+from ..errors import SchemaError, StoreError, StoreUnavailable
+from ..model import ErrorCode, HealthStatus
+from . import mask_url
+from .base import (
+    HISTORY_LIMIT,
+    DueCheck,
+    HealthEvent,
+    HistoryRecord,
+    ImportSummary,
+    Member,
+    Organization,
+    ResultWrite,
+    SlotClaim,
+    StatusRecord,
+    TypeMode,
+)
+
+__all__ = ["PostgresStore", "UserReader", "migrations"]
+
+T = TypeVar("T")
+
+Row = dict[str, Any]
+
+_MIGRATION_LOCK: Final = 7_242_503_919_014_615_041
+"""``pg_advisory_xact_lock`` key held while upgrading (one upgrade at a time per database)."""
+
+_SUPAVISOR_TRANSACTION_PORT: Final = 6543
+
+_VALUE: Final[dict[Any, str | None]] = {
+    None: None,
+    **{member: member.value for member in HealthStatus},
+    **{member: member.value for member in ErrorCode},
+}
+"""Enum member → its text (a dict lookup is several times cheaper than ``.value``)."""
+
+_JSON: Final = json.JSONEncoder(default=str, separators=(",", ":"))
+"""One encoder for every ``details`` dict (``json.dumps(default=…)`` builds one per call)."""
+
+
+def migrations() -> list[tuple[str, str]]:
+    """The packaged migrations as ``(name, sql)``, oldest first (name = file name sans .sql)."""
+    folder = (
+        resources.files("integration_health.store.sql").joinpath("postgres").joinpath("migrations")
+    )
+    files = sorted(
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".sql")
+    )
+    return [(name.removesuffix(".sql"), text) for name, text in files]
+
+
+def _bootstrap_sql() -> str:
+    folder = resources.files("integration_health.store.sql").joinpath("postgres")
+    return folder.joinpath("bootstrap.sql").read_text(encoding="utf-8")
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Retry only connection failures: the server went away or refused to start a session.
+
+    A pool that cannot hand out a connection in time has already waited; errors the server
+    reports about the statement itself (constraints, permissions, cancellations) never go
+    away by retrying.
+    """
+    if isinstance(exc, PoolTimeout) or not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+
+
+def _message(exc: BaseException, password: str | None) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        text = exc.diag.message_primary
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def _translate(exc: psycopg.Error, url: str, password: str | None) -> StoreError:
+    """The one place where psycopg's exceptions become the store's."""
+    message = _message(exc, password)
+    if isinstance(exc, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
+        return SchemaError(
+            f"the database schema at {url} is missing ({message}): "
+            "run `integration-health db upgrade`"
+        )
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return StoreError(f"PostgreSQL refused: {message}")
+    if isinstance(exc, psycopg.OperationalError):
+        return StoreUnavailable(f"PostgreSQL at {url} is unavailable: {message}")
+    return StoreError(f"PostgreSQL refused the operation: {message}")
+
+
+# -- URL -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    conninfo: str
+    password: str | None
+    prepare_threshold: int | None
+
+
+def _parse_url(url: str) -> _Target:
+    """Split our own option (``prepare_threshold``) off a libpq URL.
+
+    Prepared statements are disabled behind a transaction-mode pooler (Supavisor listens on
+    port 6543), or when the URL says ``?prepare_threshold=none``.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise StoreError(f"invalid PostgreSQL URL {mask_url(url)!r}: {exc}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreError(f"not a PostgreSQL URL: {mask_url(url)!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    threshold: int | None = 5  # psycopg's default
+    if port == _SUPAVISOR_TRANSACTION_PORT:
+        threshold = None
+    kept = []
+    for key, value in query:
+        if key != "prepare_threshold":
+            kept.append((key, value))
+        elif value.lower() in ("", "none", "off", "false"):
+            threshold = None
+        elif value.isdigit():
+            threshold = int(value)
+        else:
+            raise StoreError(f"invalid prepare_threshold {value!r}: use a number or 'none'")
+    if not any(key == "application_name" for key, _ in kept):
+        kept.append(("application_name", "integration-health"))
+    conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
+    return _Target(conninfo, parts.password or None, threshold)
+
+
+# -- SQL -------------------------------------------------------------------------------------
+
+_STATUS_COLUMNS = (
+    "org_id, integration_id, integration_type, status, latency_ms, checked_at, error, "
+    "error_code, consecutive_failures, last_healthy_at, next_check_at, details, source"
+)
+_STATUS_COLUMN_NAMES = [c.strip() for c in _STATUS_COLUMNS.split(",")]
+_HISTORY_COLUMNS = "id, org_id, integration_id, status, latency_ms, checked_at, error, error_code"
+_INTEGRATION_COLUMNS = (
+    "id, org_id, integration_type, name, config, enabled, monitoring_mode, check_interval_s"
+)
+
+# One statement, one round trip: upsert the newest result per integration, then append every
+# result to the history. The history insert waits for the upsert (its WHERE reads the CTE), so
+# each writer locks the status rows first, in integration_id order: writers of the same
+# integration queue on that row lock, and two batches cannot deadlock.
+#
+# consecutive_failures: the batch's trailing run of unreachable results (computed in Python
+# from the batch), plus the stored count when the whole batch was unreachable — added under
+# the row lock, so concurrent writers never lose a failure. Integrations whose run inside the
+# batch was interrupted by a success are listed in `broken` (empty in the usual batch of one
+# result per integration).
+_RECORD_RESULTS = """
+with upserted as (
+    insert into public.integration_health_status as current (
+        integration_id, org_id, integration_type, status, latency_ms, checked_at, error,
+        error_code, consecutive_failures, last_healthy_at, next_check_at, details, source,
+        updated_at
+    )
+    select s.*, now()
+    from unnest(
+        %(s_integration_id)b::uuid[], %(s_org_id)b::uuid[], %(s_integration_type)b::text[],
+        %(s_status)b::text[], %(s_latency_ms)b::int[], %(s_checked_at)b::timestamptz[],
+        %(s_error)b::text[], %(s_error_code)b::text[], %(s_failures)b::int[],
+        %(s_healthy_at)b::timestamptz[], %(s_next_check_at)b::timestamptz[],
+        %(s_details)b::jsonb[], %(s_source)b::text[]
+    ) as s
+    on conflict (integration_id) do update set
+        integration_type = excluded.integration_type,
+        status = excluded.status,
+        latency_ms = excluded.latency_ms,
+        checked_at = excluded.checked_at,
+        error = excluded.error,
+        error_code = excluded.error_code,
+        consecutive_failures = case
+            when excluded.status <> 'unreachable' then 0
+            when excluded.integration_id = any (%(broken)b::uuid[])
+                then excluded.consecutive_failures
+            else current.consecutive_failures + excluded.consecutive_failures
+        end,
+        last_healthy_at = coalesce(excluded.last_healthy_at, current.last_healthy_at),
+        next_check_at = coalesce(excluded.next_check_at, current.next_check_at),
+        details = excluded.details,
+        source = excluded.source,
+        updated_at = excluded.updated_at
+    where current.checked_at <= excluded.checked_at
+    returning 1
+)
+insert into public.integration_health_history (
+    org_id, integration_id, status, latency_ms, checked_at, error, error_code
+)
+select h.*
+from unnest(
+    %(h_org_id)b::uuid[], %(h_integration_id)b::uuid[], %(h_status)b::text[],
+    %(h_latency_ms)b::int[], %(h_checked_at)b::timestamptz[], %(h_error)b::text[],
+    %(h_error_code)b::text[]
+) as h
+where (select count(*) from upserted) >= 0
+"""
+
+
+# A slot is claimed when free, renewed by its holder, or taken over when its claim is older
+# than the lease (its worker died); a slot already done is never claimed again. RETURNING
+# lists what we got.
+_CLAIM_SLOTS = """
+insert into public.integration_check_runs as run (
+    integration_id, slot_at, org_id, state, worker, claimed_at
+)
+select c.integration_id, c.slot_at, c.org_id, 'claimed', %(worker)s, %(at)s
+from unnest(%(integration_id)s::uuid[], %(slot_at)s::timestamptz[], %(org_id)s::uuid[])
+    as c(integration_id, slot_at, org_id)
+on conflict (integration_id, slot_at) do update set
+    worker = excluded.worker,
+    claimed_at = excluded.claimed_at
+where run.state = 'claimed'
+  and (run.claimed_at < %(cutoff)s or run.worker = excluded.worker)
+returning run.integration_id, run.slot_at
+"""
+
+# Complete the slots whose worker still holds the claim (row-locked: one completion wins).
+_COMPLETE_SLOTS = """
+update public.integration_check_runs as run
+set state = 'done', finished_at = now(), drift_ms = c.drift_ms
+from unnest(
+    %(integration_id)s::uuid[], %(slot_at)s::timestamptz[], %(worker)s::text[],
+    %(drift_ms)s::int[]
+) as c(integration_id, slot_at, worker, drift_ms)
+where run.integration_id = c.integration_id
+  and run.slot_at = c.slot_at
+  and run.state = 'claimed'
+  and run.worker = c.worker
+returning run.integration_id, run.slot_at, run.worker
+"""
+
+
+_STATUS_PARAMS = (
+    "s_integration_id",
+    "s_org_id",
+    "s_integration_type",
+    "s_status",
+    "s_latency_ms",
+    "s_checked_at",
+    "s_error",
+    "s_error_code",
+    "s_failures",
+    "s_healthy_at",
+    "s_next_check_at",
+    "s_details",
+    "s_source",
+)
+_HISTORY_PARAMS = (
+    "h_org_id",
+    "h_integration_id",
+    "h_status",
+    "h_latency_ms",
+    "h_checked_at",
+    "h_error",
+    "h_error_code",
+)
+
+
+def _batch_params(writes: Sequence[ResultWrite]) -> dict[str, Any]:
+    """Column arrays for :data:`_RECORD_RESULTS`: every result for the history, the newest
+    per integration for the status (ties: the later in the batch wins, as if applied in
+    order), both sorted by integration_id so lock order is the same for every writer."""
+    # uuid.bytes order is PostgreSQL's uuid order, and compares in C.
+    ordered = [
+        w
+        for _, _, _, w in sorted(
+            (w.integration_id.bytes, w.result.checked_at, i, w) for i, w in enumerate(writes)
+        )
+    ]
+    history: list[tuple[Any, ...]] = []
+    status: list[tuple[Any, ...]] = []
+    broken: list[UUID] = []
+    unreachable, healthy = HealthStatus.UNREACHABLE, HealthStatus.HEALTHY
+    start, count = 0, len(ordered)
+    while start < count:
+        key = ordered[start].integration_id
+        end = start + 1
+        while end < count and ordered[end].integration_id == key:
+            end += 1
+        group = ordered[start:end]
+        for w in group:
+            r = w.result
+            history.append(
+                (
+                    w.org_id,
+                    key,
+                    _VALUE[r.status],
+                    r.latency_ms,
+                    r.checked_at,
+                    r.error,
+                    _VALUE[r.error_code],
+                )
+            )
+        newest = group[-1]
+        r = newest.result
+        run = 0  # the trailing run of unreachable results
+        for w in reversed(group):
+            if w.result.status is not unreachable:
+                break
+            run += 1
+        if 0 < run < len(group):
+            broken.append(key)
+        healthy_at = (
+            max((w.result.checked_at for w in group if w.result.status is healthy), default=None)
+            if len(group) > 1
+            else (r.checked_at if r.status is healthy else None)
+        )
+        status.append(
+            (
+                key,
+                newest.org_id,
+                newest.integration_type,
+                _VALUE[r.status],
+                r.latency_ms,
+                r.checked_at,
+                r.error,
+                _VALUE[r.error_code],
+                run,
+                healthy_at,
+                newest.next_check_at,
+                _JSON.encode(r.details),
+                newest.source,
+            )
+        )
+        start = end
+    params: dict[str, Any] = dict(
+        zip(_STATUS_PARAMS, map(list, zip(*status, strict=True)), strict=True)
+    )
+    params.update(zip(_HISTORY_PARAMS, map(list, zip(*history, strict=True)), strict=True))
+    params["broken"] = broken
+    return params
+
+
+# -- rows → records --------------------------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _integration(row: Row) -> IntegrationRecord:
+    return IntegrationRecord(
+        integration_id=row["id"],
+        org_id=row["org_id"],
+        integration_type=row["integration_type"],
+        name=row["name"],
+        config=row["config"],
+        enabled=row["enabled"],
+        monitoring_mode=row["monitoring_mode"],
+        check_interval_s=row["check_interval_s"],
+    )
+
+
+def _status(row: Row) -> StatusRecord:
+    return StatusRecord(
+        org_id=row["org_id"],
+        integration_id=row["integration_id"],
+        integration_type=row["integration_type"],
+        status=HealthStatus(row["status"]),
+        latency_ms=row["latency_ms"],
+        checked_at=_utc(row["checked_at"]),
+        error=row["error"],
+        error_code=ErrorCode(row["error_code"]) if row["error_code"] else None,
+        consecutive_failures=row["consecutive_failures"],
+        last_healthy_at=_utc_or_none(row["last_healthy_at"]),
+        next_check_at=_utc_or_none(row["next_check_at"]),
+        details=row["details"],
+        source=row["source"],
+    )
+
+
+def _history(row: Row) -> HistoryRecord:
+    return HistoryRecord(
+        id=row["id"],
+        org_id=row["org_id"],
+        integration_id=row["integration_id"],
+        status=HealthStatus(row["status"]),
+        latency_ms=row["latency_ms"],
+        checked_at=_utc(row["checked_at"]),
+        error=row["error"],
+        error_code=ErrorCode(row["error_code"]) if row["error_code"] else None,
+    )
+
+
+# Reads shared by the store (owner: sees everything) and UserReader (RLS decides).
+_LIST_ORGANIZATIONS = "select id, name from public.organizations order by name, id"
+_LIST_INTEGRATIONS = f"select {_INTEGRATION_COLUMNS} from public.integrations"
+_LIST_STATUSES = f"select {_STATUS_COLUMNS} from public.integration_health_status"
+# org_id first: the history index leads with it (it also serves RLS and the pruning).
+_LIST_HISTORY = f"""
+select {_HISTORY_COLUMNS}
+from public.integration_health_history
+where org_id = (select i.org_id from public.integrations i where i.id = %(id)s)
+  and integration_id = %(id)s
+order by checked_at desc, id desc
+limit %(limit)s
+"""
+
+
+async def _fetch(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> list[Row]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def _list_integrations(
+    conn: psycopg.AsyncConnection[Any], org_id: UUID | None
+) -> list[IntegrationRecord]:
+    if org_id is None:
+        rows = await _fetch(conn, _LIST_INTEGRATIONS + " order by name, id")
+    else:
+        rows = await _fetch(
+            conn, _LIST_INTEGRATIONS + " where org_id = %s order by name, id", (org_id,)
+        )
+    return [_integration(r) for r in rows]
+
+
+async def _list_statuses(
+    conn: psycopg.AsyncConnection[Any], org_id: UUID | None
+) -> list[StatusRecord]:
+    if org_id is None:
+        rows = await _fetch(conn, _LIST_STATUSES + " order by integration_id")
+    else:
+        rows = await _fetch(
+            conn, _LIST_STATUSES + " where org_id = %s order by integration_id", (org_id,)
+        )
+    return [_status(r) for r in rows]
+
+
+async def _list_history(
+    conn: psycopg.AsyncConnection[Any], integration_id: UUID, limit: int
+) -> list[HistoryRecord]:
+    if limit < 1:
+        return []
+    rows = await _fetch(conn, _LIST_HISTORY, {"id": integration_id, "limit": limit})
+    return [_history(r) for r in rows]
+
+
+# -- reads as a user -------------------------------------------------------------------------
+
+
+class UserReader:
+    """Reads inside one transaction running as role ``authenticated`` with a user's claims.
+
+    Nothing here filters by user: row-level security does, so a query for another
+    organisation's rows simply returns nothing. Obtain one from :meth:`PostgresStore.as_user`.
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    async def list_organizations(self) -> list[Organization]:
+        """The organisations the user belongs to, by name."""
+        rows = await _fetch(self._conn, _LIST_ORGANIZATIONS)
+        return [Organization(r["id"], r["name"]) for r in rows]
+
+    async def list_integrations(self, org_id: UUID | None = None) -> list[IntegrationRecord]:
+        """Integrations of ``org_id`` (or of every visible organisation), by name."""
+        return await _list_integrations(self._conn, org_id)
+
+    async def list_statuses(self, org_id: UUID | None = None) -> list[StatusRecord]:
+        """Current statuses of ``org_id`` (or of every visible organisation)."""
+        return await _list_statuses(self._conn, org_id)
+
+    async def list_history(
+        self, integration_id: UUID, limit: int = HISTORY_LIMIT
+    ) -> list[HistoryRecord]:
+        """The newest ``limit`` history rows of one integration, if visible; newest first."""
+        return await _list_history(self._conn, integration_id, limit)
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+class PostgresStore:
+    """Store in PostgreSQL (plain, ≥ 15, or Supabase), through a psycopg connection pool.
+
+    Connect as the owner of the tables (the role that ran ``db upgrade``; ``postgres`` on
+    Supabase) or as ``service_role``; both bypass RLS, as a writer for every organisation
+    must.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 10.0,
+        connect_timeout: int = 5,
+        attempts: int = 3,
+    ) -> None:
+        target = _parse_url(url)
+        self.url = mask_url(url)
+        self._password = target.password
+        self._conninfo = target.conninfo
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "prepare_threshold": target.prepare_threshold,
+            "connect_timeout": connect_timeout,
+        }
+        self._attempts = attempts
+        self._timeout = timeout
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            self._conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs=self._connect_kwargs,
+            open=False,
+            name="integration-health",
+        )
+        self._opened = False
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> PostgresStore:
+        """Connect (raising :class:`StoreUnavailable` with the server's reason if that fails).
+
+        Unlike the embedded SQLite store, opening never changes the schema: run
+        ``integration-health db upgrade`` (or :meth:`upgrade`) for that.
+        """
+        store = cls(url, **options)
+        try:
+            probe = await psycopg.AsyncConnection.connect(store._conninfo, **store._connect_kwargs)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {store.url}: {_message(exc, store._password)}"
+            ) from None
+        await probe.close()
+        try:
+            await store._pool.open(wait=True, timeout=store._timeout)
+        except PoolTimeout as exc:
+            await store._pool.close()
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL at {store.url}: {_message(exc, store._password)}"
+            ) from None
+        store._opened = True
+        return store
+
+    async def aclose(self) -> None:
+        await self._pool.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+        *,
+        missing_reference: str | None = None,
+    ) -> T:
+        """Run ``fn`` on a pooled connection; retry connection failures, translate errors.
+
+        ``missing_reference`` is the message for a foreign-key violation.
+        """
+        if not self._opened:
+            raise StoreError("the store is not open: use `await PostgresStore.open(url)`")
+        try:
+            async for attempt in stamina.retry_context(
+                on=_is_transient,
+                attempts=self._attempts,
+                timeout=self._timeout * self._attempts,
+                wait_initial=0.05,
+                wait_max=1.0,
+            ):
+                with attempt:
+                    async with self._pool.connection() as conn:
+                        return await fn(conn)
+        except pg_errors.ForeignKeyViolation as exc:
+            if missing_reference is None:
+                raise _translate(exc, self.url, self._password) from None
+            raise StoreError(missing_reference) from None
+        except psycopg.Error as exc:
+            raise _translate(exc, self.url, self._password) from None
+        raise AssertionError("unreachable: stamina re-raises after the last attempt")
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("select 1"))
+
+    async def upgrade(self) -> list[str]:
+        """Apply the bootstrap (plain PostgreSQL only) and the pending migrations.
+
+        Everything runs in one transaction holding an advisory lock, so concurrent upgrades
+        queue and the second one finds nothing to do. Migrations recorded by the Supabase CLI
+        (``supabase_migrations.schema_migrations``) count as applied, and ours are recorded
+        there too when that table exists, so both tools can be used on one database.
+        """
+        pending = migrations()
+
+        async def apply(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+            applied: list[str] = []
+            async with conn.transaction():
+                await conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                if await _scalar(conn, "select to_regnamespace('auth') is null"):
+                    await conn.execute(_bootstrap_sql(), prepare=False)
+                await conn.execute(
+                    "create schema if not exists integration_health;"
+                    "revoke all on schema integration_health from public;"
+                    "create table if not exists integration_health.schema_migrations ("
+                    " version text primary key,"
+                    " applied_at timestamptz not null default now())",
+                    prepare=False,
+                )
+                done = {
+                    r["version"]
+                    for r in await _fetch(
+                        conn, "select version from integration_health.schema_migrations"
+                    )
+                }
+                unknown = sorted(done - {name for name, _ in pending})
+                if unknown:
+                    raise SchemaError(
+                        f"the database at {self.url} has migrations this version does not know "
+                        f"({', '.join(unknown)}): upgrade integration-health"
+                    )
+                supabase_cli = await _scalar(
+                    conn, "select to_regclass('supabase_migrations.schema_migrations') is not null"
+                )
+                if supabase_cli:  # versions applied with `supabase db push` / `migration up`
+                    rows = await _fetch(
+                        conn, "select version from supabase_migrations.schema_migrations"
+                    )
+                    versions = {r["version"] for r in rows}
+                    done |= {name for name, _ in pending if name.split("_", 1)[0] in versions}
+                for name, sql in pending:
+                    if name in done:
+                        continue
+                    await conn.execute(sql, prepare=False)
+                    await conn.execute(
+                        "insert into integration_health.schema_migrations (version) values (%s)",
+                        (name,),
+                    )
+                    if supabase_cli:
+                        version, _, label = name.partition("_")
+                        await conn.execute(
+                            "insert into supabase_migrations.schema_migrations (version, name) "
+                            "values (%s, %s) on conflict do nothing",
+                            (version, label),
+                        )
+                    applied.append(name)
+            return applied
+
+        return await self._run(apply)
+
+    # -- reads as a user --------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def as_user(self, claims: Mapping[str, Any]) -> AsyncIterator[UserReader]:
+        """Read as a user under row-level security, the way PostgREST serves a request.
+
+        Opens a transaction, then ``set_config('role', 'authenticated', true)`` and
+        ``set_config('request.jwt.claims', <claims>, true)``; both end with the transaction.
+        ``claims`` are the verified JWT's claims (``sub`` is the user id).
+        """
+        if not self._opened:
+            raise StoreError("the store is not open: use `await PostgresStore.open(url)`")
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "select set_config('role', 'authenticated', true), "
+                    "set_config('request.jwt.claims', %s, true)",
+                    (json.dumps(dict(claims), default=str),),
+                )
+                yield UserReader(conn)
+        except psycopg.Error as exc:
+            raise _translate(exc, self.url, self._password) from None
+
+    # -- definitions ------------------------------------------------------------------------
+
+    async def import_definitions(
+        self,
+        organizations: Sequence[Organization],
+        members: Sequence[Member],
+        integrations: Sequence[IntegrationRecord],
+    ) -> ImportSummary:
+        async def write(conn: psycopg.AsyncConnection[Any]) -> ImportSummary:
+            created = updated = unchanged = 0
+            async with conn.transaction(), conn.cursor() as cur:
+                if organizations:
+                    await cur.executemany(
+                        "insert into public.organizations (id, name) values (%s, %s) "
+                        "on conflict (id) do update set name = excluded.name, updated_at = now() "
+                        "where organizations.name is distinct from excluded.name",
+                        [(o.id, o.name) for o in organizations],
+                    )
+                if members:
+                    await cur.executemany(
+                        "insert into public.organization_members (org_id, user_id, role) "
+                        "values (%s, %s, %s) on conflict (org_id, user_id) do update set "
+                        "role = excluded.role",
+                        [(m.org_id, m.user_id, m.role) for m in members],
+                    )
+                ids = [r.integration_id for r in integrations]
+                existing = {
+                    row["id"]: row
+                    for row in await _fetch(
+                        conn,
+                        f"select {_INTEGRATION_COLUMNS} from public.integrations "
+                        "where id = any(%s) order by id for update",
+                        (ids,),
+                    )
+                }
+                inserts: list[tuple[Any, ...]] = []
+                changes: list[tuple[Any, ...]] = []
+                for record in integrations:
+                    values = (
+                        record.org_id,
+                        record.integration_type,
+                        record.name,
+                        Jsonb(dict(record.config)),
+                        record.enabled,
+                        record.monitoring_mode,
+                        record.check_interval_s,
+                    )
+                    row = existing.get(record.integration_id)
+                    if row is None:
+                        inserts.append((record.integration_id, *values))
+                        created += 1
+                    elif _integration(row) == record:
+                        unchanged += 1
+                    else:
+                        if row["org_id"] != record.org_id:
+                            raise StoreError(
+                                f"integration {record.integration_id} already belongs to "
+                                f"organization {row['org_id']}; it cannot move to "
+                                f"{record.org_id}"
+                            )
+                        changes.append((*values, record.integration_id))
+                        updated += 1
+                if inserts:
+                    await cur.executemany(
+                        "insert into public.integrations (id, org_id, integration_type, name, "
+                        "config, enabled, monitoring_mode, check_interval_s) "
+                        "values (%s, %s, %s, %s, %s, %s, %s, %s)",
+                        inserts,
+                    )
+                if changes:
+                    await cur.executemany(
+                        "update public.integrations set org_id = %s, integration_type = %s, "
+                        "name = %s, config = %s, enabled = %s, monitoring_mode = %s, "
+                        "check_interval_s = %s, updated_at = now() where id = %s",
+                        changes,
+                    )
+            return ImportSummary(
+                organizations=len(organizations),
+                members=len(members),
+                created=created,
+                updated=updated,
+                unchanged=unchanged,
+            )
+
+        return await self._run(
+            write,
+            missing_reference="an integration or member refers to an organization that does "
+            "not exist (list it under `organizations`); nothing was imported",
+        )
+
+    async def list_organizations(self) -> list[Organization]:
+        rows = await self._run(lambda conn: _fetch(conn, _LIST_ORGANIZATIONS))
+        return [Organization(r["id"], r["name"]) for r in rows]
+
+    async def get_organization(self, org_id: UUID) -> Organization | None:
+        rows = await self._run(
+            lambda conn: _fetch(
+                conn, "select id, name from public.organizations where id = %s", (org_id,)
+            )
+        )
+        return Organization(rows[0]["id"], rows[0]["name"]) if rows else None
+
+    async def list_members(self, org_id: UUID) -> list[Member]:
+        rows = await self._run(
+            lambda conn: _fetch(
+                conn,
+                "select org_id, user_id, role from public.organization_members "
+                "where org_id = %s order by user_id::text",
+                (org_id,),
+            )
+        )
+        return [Member(r["org_id"], r["user_id"], r["role"]) for r in rows]
+
+    async def list_integrations(self, org_id: UUID | None = None) -> list[IntegrationRecord]:
+        return await self._run(lambda conn: _list_integrations(conn, org_id))
+
+    async def get_integration(self, integration_id: UUID) -> IntegrationRecord | None:
+        rows = await self._run(
+            lambda conn: _fetch(conn, _LIST_INTEGRATIONS + " where id = %s", (integration_id,))
+        )
+        return _integration(rows[0]) if rows else None
+
+    # -- results ----------------------------------------------------------------------------
+
+    async def record_results(self, writes: Sequence[ResultWrite]) -> int:
+        if not writes:
+            return 0
+        slotted = [w for w in writes if w.slot_at is not None]
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> int:
+            if not slotted:  # the usual case: one statement, one round trip, autocommit
+                await conn.execute(_RECORD_RESULTS, _batch_params(writes))
+                return len(writes)
+            async with conn.transaction():
+                accepted = await _complete_slots(conn, writes, slotted)
+                if accepted:
+                    await conn.execute(_RECORD_RESULTS, _batch_params(accepted))
+                return len(accepted)
+
+        try:
+            return await self._run(
+                write,
+                missing_reference="a result belongs to an integration that is not stored (or "
+                "not in the organization it names); import the integration before recording "
+                "its results. Nothing of this batch was written",
+            )
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(f"{len(writes)} result(s) could not be written: {exc}") from None
+
+    async def list_statuses(self, org_id: UUID | None = None) -> list[StatusRecord]:
+        return await self._run(lambda conn: _list_statuses(conn, org_id))
+
+    async def list_history(
+        self, integration_id: UUID, *, limit: int = HISTORY_LIMIT
+    ) -> list[HistoryRecord]:
+        return await self._run(lambda conn: _list_history(conn, integration_id, limit))
+
+    async def list_events(
+        self,
+        org_id: UUID,
+        *,
+        integration_id: UUID | None = None,
+        limit: int = 100,
+    ) -> list[HealthEvent]:
+        query = (
+            "select id, org_id, integration_id, integration_type, from_status, to_status, at, "
+            "error_code, error, source from public.integration_health_events where org_id = %s"
+        )
+        params: list[Any] = [org_id]
+        if integration_id is not None:
+            query += " and integration_id = %s"
+            params.append(integration_id)
+        query += " order by at desc, id desc limit %s"
+        params.append(max(0, limit))
+        rows = await self._run(lambda conn: _fetch(conn, query, params))
+        return [
+            HealthEvent(
+                id=r["id"],
+                org_id=r["org_id"],
+                integration_id=r["integration_id"],
+                integration_type=r["integration_type"],
+                from_status=HealthStatus(r["from_status"]) if r["from_status"] else None,
+                to_status=HealthStatus(r["to_status"]),
+                at=_utc(r["at"]),
+                error_code=ErrorCode(r["error_code"]) if r["error_code"] else None,
+                error=r["error"],
+                source=r["source"],
+            )
+            for r in rows
+        ]
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    async def list_due(self, at: datetime, *, limit: int = 10_000) -> list[DueCheck]:
+        status_columns = ", ".join(f"s.{c} as s_{c}" for c in _STATUS_COLUMN_NAMES)
+        query = f"""
+            select i.id, i.org_id, i.integration_type, i.name, i.config, i.enabled,
+                   i.monitoring_mode, i.check_interval_s, {status_columns}
+            from public.integrations i
+            left join public.integration_health_status s on s.integration_id = i.id
+            where i.enabled and i.monitoring_mode = 'active'
+              and (s.next_check_at is null or s.next_check_at <= %s)
+            order by s.next_check_at asc nulls first, i.id
+            limit %s
+        """
+        rows = await self._run(lambda conn: _fetch(conn, query, (at, max(0, limit))))
+        due = []
+        for row in rows:
+            status = None
+            if row["s_integration_id"] is not None:
+                status = _status({c: row[f"s_{c}"] for c in _STATUS_COLUMN_NAMES})
+            due.append(DueCheck(_integration(row), status))
+        return due
+
+    async def claim_slots(
+        self, claims: Sequence[SlotClaim], *, worker: str, at: datetime, lease_s: float
+    ) -> list[SlotClaim]:
+        if not claims:
+            return []
+        unique = sorted(
+            {(c.integration_id, c.slot_at): c for c in claims}.values(),
+            key=lambda c: (c.integration_id, c.slot_at),
+        )
+        params = {
+            "integration_id": [c.integration_id for c in unique],
+            "slot_at": [c.slot_at for c in unique],
+            "org_id": [c.org_id for c in unique],
+            "worker": worker,
+            "at": at,
+            "cutoff": at - timedelta(seconds=lease_s),
+        }
+
+        async def claim(conn: psycopg.AsyncConnection[Any]) -> set[tuple[UUID, datetime]]:
+            rows = await _fetch(conn, _CLAIM_SLOTS, params)
+            return {(r["integration_id"], _utc(r["slot_at"])) for r in rows}
+
+        got = await self._run(
+            claim, missing_reference="a slot belongs to an integration that is not stored"
+        )
+        return [c for c in claims if (c.integration_id, c.slot_at.astimezone(UTC)) in got]
+
+    async def set_type_mode(self, mode: TypeMode | None, *, integration_type: str) -> None:
+        if mode is None:
+            query = "delete from public.integration_type_modes where integration_type = %s"
+            params: tuple[Any, ...] = (integration_type,)
+        else:
+            query = (
+                "insert into public.integration_type_modes (integration_type, passive_until, "
+                "reason, switched_at) values (%s, %s, %s, %s) on conflict (integration_type) "
+                "do update set passive_until = excluded.passive_until, "
+                "reason = excluded.reason, switched_at = excluded.switched_at"
+            )
+            params = (integration_type, mode.passive_until, mode.reason, mode.switched_at)
+        await self._run(lambda conn: conn.execute(query, params))
+
+    async def list_type_modes(self) -> list[TypeMode]:
+        rows = await self._run(
+            lambda conn: _fetch(
+                conn,
+                "select integration_type, passive_until, reason, switched_at "
+                "from public.integration_type_modes order by integration_type",
+            )
+        )
+        return [
+            TypeMode(
+                integration_type=r["integration_type"],
+                passive_until=_utc(r["passive_until"]),
+                reason=r["reason"],
+                switched_at=_utc(r["switched_at"]),
+            )
+            for r in rows
+        ]
+
+    async def count_results(
+        self, integration_type: str, error_code: ErrorCode, *, since: datetime
+    ) -> int:
+        rows = await self._run(
+            lambda conn: _fetch(
+                conn,
+                "select count(*) as n from public.integration_health_history h "
+                "join public.integrations i on i.id = h.integration_id "
+                "where i.integration_type = %s and h.error_code = %s and h.checked_at >= %s",
+                (integration_type, error_code.value, since),
+            )
+        )
+        return int(rows[0]["n"])
+
+
+async def _scalar(conn: psycopg.AsyncConnection[Any], query: str) -> Any:
+    cur = await conn.execute(query)
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def _complete_slots(
+    conn: psycopg.AsyncConnection[Any],
+    writes: Sequence[ResultWrite],
+    slotted: Sequence[ResultWrite],
+) -> list[ResultWrite]:
+    """Mark done the slots whose worker holds the claim; the writes that may be recorded."""
+    rows = await _fetch(
+        conn,
+        _COMPLETE_SLOTS,
+        {
+            "integration_id": [w.integration_id for w in slotted],
+            "slot_at": [w.slot_at for w in slotted],
+            "worker": [w.worker for w in slotted],
+            "drift_ms": [w.drift_ms for w in slotted],
+        },
+    )
+    done = {(r["integration_id"], _utc(r["slot_at"]), r["worker"]) for r in rows}
+    return [
+        w
+        for w in writes
+        if w.slot_at is None or (w.integration_id, w.slot_at.astimezone(UTC), w.worker) in done
+    ]

@@ -1,0 +1,201 @@
+"""Distributed workers on real PostgreSQL: every (integration, slot) runs exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from integration_health import Settings
+from integration_health.adapters.http import HttpConfig
+from integration_health.integrations_file import to_records
+from integration_health.model import utcnow
+from integration_health.scheduling import SchedulerOptions
+from integration_health.scheduling.distributed import (
+    make_runtime,
+    plan_and_defer,
+    run_batch,
+    set_runtime,
+)
+from integration_health.store import Organization
+from integration_health.store.postgres import PostgresStore
+from integration_health.testing import HttpEndpointFake, fake_registry
+from tests.store.conftest import admin_connect, database_url
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    name = f"ih_test_{uuid.uuid4().hex[:16]}"
+    with admin_connect() as admin:
+        admin.execute(f'create database "{name}"')
+    try:
+        yield database_url(name)
+    finally:
+        with admin_connect() as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(pg_url)
+    await store.upgrade()
+    yield store
+    await store.aclose()
+
+
+async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: PostgresStore) -> None:
+    """A batch run twice writes once; a batch whose worker died is re-planned after its lease."""
+    from integration_health.testing import FakeConfig
+
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=2))
+    org = uuid.uuid4()
+    items = [FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(120)]
+    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=30)))
+    deferred: list[dict[str, Any]] = []
+
+    async def defer(**job: Any) -> None:
+        deferred.append(job)
+
+    try:
+        async with registry:
+            now = utcnow()
+            report = await plan_and_defer(defer, at=now)
+            assert report.due == 120 and len(deferred) == 3  # batches of 50
+            # planning again right away finds every slot claimed: nothing new deferred
+            await plan_and_defer(defer, at=now + timedelta(seconds=1))
+            assert len(deferred) == 3
+            first, second, lost = deferred
+            assert (await run_batch(**first)).written == 50
+            assert (await run_batch(**first)).written == 0  # duplicate delivery of the job
+            assert (await run_batch(**second)).written == 50
+            # the third batch's worker "died": after the lease its slots are planned again
+            await plan_and_defer(defer, at=now + timedelta(seconds=31))
+            assert len(deferred) == 4
+            assert (await run_batch(**deferred[3])).written == 20
+            assert (await run_batch(**lost)).written == 0  # the dead worker's batch, late
+    finally:
+        set_runtime(None)
+    assert len(check.calls) == 120
+    for item in items:
+        assert len(await pg_store.list_history(item.integration_id)) == 1
+
+
+def _worker(url: str, tmp: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "INTEGRATION_HEALTH_DATABASE_URL": url,
+        "INTEGRATION_HEALTH_ALLOW_PRIVATE_NETWORKS": "true",
+    }
+    log = open(os.path.join(tmp, f"worker-{uuid.uuid4().hex[:6]}.log"), "w")  # noqa: SIM115
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "integration_health",
+            "worker",
+            "--tick",
+            "1",
+            "--lease",
+            "15",
+            "--concurrency",
+            "4",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _count(url: str, query: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query).fetchone()
+        return int(row[0]) if row else 0
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_three_worker_processes_and_a_sigkill(
+    pg_url: str, endpoint_in_thread: tuple[HttpEndpointFake, str], tmp_path: Any
+) -> None:
+    """3 workers, 1,000 integrations, 3 slots each, one worker SIGKILLed mid-slot:
+    exactly one result per (integration, slot), none lost."""
+    fake, url = endpoint_in_thread
+    org = uuid.uuid4()
+    configs = [
+        HttpConfig(integration_id=uuid.uuid4(), org_id=org, name=f"h{i}", url=f"{url}/ok")
+        for i in range(1000)
+    ]
+
+    async def seed() -> None:
+        store = await PostgresStore.open(pg_url)
+        try:
+            await store.upgrade()
+            await store.import_definitions([Organization(org, "Org")], [], to_records(configs))
+        finally:
+            await store.aclose()
+
+    asyncio.run(seed())
+    history = "select count(*) from integration_health_history"
+    workers = [_worker(pg_url, str(tmp_path)) for _ in range(3)]
+    try:
+        for slot in range(1, 4):
+            if slot > 1:  # the next slot: as if 15 minutes had passed, every integration is due
+                with psycopg.connect(pg_url) as conn:
+                    conn.execute(
+                        "update integration_health_status set "
+                        "checked_at = checked_at - interval '16 minutes', "
+                        "next_check_at = now() - interval '1 second'"
+                    )
+            if slot == 2:
+                _wait_for(lambda: _count(pg_url, history) >= 1000 + 150, 60, "slot 2 to start")
+                workers[0].send_signal(signal.SIGKILL)
+                workers[0].wait(10)
+            _wait_for(lambda s=slot: _count(pg_url, history) >= 1000 * s, 120, f"slot {slot}")
+        time.sleep(3)  # anything still in flight would show up as an extra row
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in workers:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert _count(pg_url, history) == 3000
+    assert (
+        _count(
+            pg_url,
+            "select count(*) from (select integration_id from integration_health_history "
+            "group by integration_id having count(*) <> 3) wrong",
+        )
+        == 0
+    )
+    assert (
+        _count(pg_url, "select count(*) from integration_check_runs where state = 'done'") == 3000
+    )
+    assert _count(pg_url, "select count(*) from integration_check_runs where state <> 'done'") == 0
+    # the two survivors exited cleanly on SIGTERM
+    assert [p.returncode for p in workers[1:]] == [0, 0]
+    assert fake.count("/ok") >= 3000
