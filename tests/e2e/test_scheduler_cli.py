@@ -29,7 +29,11 @@ def env_for(tmp_path: Path) -> dict[str, str]:
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "integration_health", *args],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -40,16 +44,22 @@ def test_scheduler_runs_due_checks_and_stops_gracefully_on_sigterm(
     fake, url = endpoint_in_thread
     env = env_for(tmp_path)
     path = tmp_path / "integrations.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         integrations:
-          - {{id: {SLOW_ID}, org_id: {ORG}, integration_type: http, name: slow, url: "{url}/slow?ms=1500"}}
+          - {{id: {SLOW_ID}, org_id: {ORG}, integration_type: http, name: slow,
+              url: "{url}/slow?ms=1500"}}
           - {{id: {PASSIVE_ID}, org_id: {ORG}, integration_type: http, name: passive,
               url: "{url}/ok", monitoring_mode: passive}}
-    """))
+    """)
+    )
     assert cli(env, "integrations", "import", str(path)).returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "integration_health", "scheduler", "--tick", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -57,7 +67,7 @@ def test_scheduler_runs_due_checks_and_stops_gracefully_on_sigterm(
             time.sleep(0.05)
         assert fake.count("/slow") == 1, "the scheduler did not start the check"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+        _out, err = proc.communicate(timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -67,10 +77,22 @@ def test_scheduler_runs_due_checks_and_stops_gracefully_on_sigterm(
     assert [h["status"] for h in history] == ["healthy"]
     assert fake.count("/ok") == 0  # the passive integration is never probed
 
-    recorded = cli(env, "sync-outcome", "--integration", PASSIVE_ID, "--failed",
-                   "--error", "HTTP 401 from vendor", "--duration-ms", "800")
+    recorded = cli(
+        env,
+        "sync-outcome",
+        "--integration",
+        PASSIVE_ID,
+        "--failed",
+        "--error",
+        "HTTP 401 from vendor",
+        "--duration-ms",
+        "800",
+    )
     assert recorded.returncode == 0, recorded.stderr
-    rows = {r["integration_id"]: r for r in json.loads(cli(env, "status", "--org", ORG, "--json").stdout)}
+    rows = {
+        r["integration_id"]: r
+        for r in json.loads(cli(env, "status", "--org", ORG, "--json").stdout)
+    }
     assert rows[PASSIVE_ID]["status"] == "unreachable"
     assert rows[PASSIVE_ID]["error_code"] == "auth"
 
