@@ -8,7 +8,7 @@ What it adds to a bare ``aiohttp.ClientSession``:
   checked again;
 - probe phases (DNS, connect + TLS, time to first byte, total) on a monotonic clock, marked
   by our own resolver and connector through a context variable (aiohttp's tracing signals cost
-  ~15 % of a probe's CPU; see docs/benchmarks.md);
+  ~10 % of a probe's CPU; see docs/benchmarks.md);
 - a cap on the body size, a recognisable ``User-Agent``, and no timeouts of its own (the
   runner owns the deadline);
 - a fresh connection per probe by default, so a check measures what a new client would see
@@ -62,10 +62,12 @@ _MARKS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar
 
 A context variable rather than aiohttp's ``TraceConfig``: tracing makes aiohttp build a params
 object and await a signal for every one of ~8 events of every request, whether anyone listens
-or not, which cost ~15 % of a fresh-connection probe's CPU. The resolver and connector below
-mark the same moments the trace signals did, for the price of a dictionary write. aiohttp runs
-a DNS lookup in a task created from the requesting task, so the lookup sees (and marks) the
-dictionary of the request that started it — as the trace signals did.
+or not, which cost ~10 % of a fresh-connection probe's CPU. The resolver and connector below
+mark the same moments the trace signals did (``sent`` a few tens of microseconds earlier:
+when the request gets its connection, before aiohttp serialises the headers), for the price
+of a dictionary write. aiohttp runs a DNS lookup in a task created from the requesting task,
+so the lookup sees (and marks) the dictionary of the request that started it — as the trace
+signals did.
 """
 
 
