@@ -9,6 +9,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "ALERTS",
+    "ALERT_DELIVERIES",
+    "ALERT_DELIVERY_DURATION",
+    "ALERT_INCIDENTS",
     "CHECKS",
     "CHECK_LATENCY",
     "COLD_STARTS",
@@ -66,5 +70,32 @@ COLD_STARTS = Counter(
 SCHEDULER_HEARTBEAT = Gauge(
     "integration_health_scheduler_heartbeat_timestamp_seconds",
     "Unix time of the scheduler's last completed planning pass.",
+    registry=REGISTRY,
+)
+
+# -- alerting (integration_health.alerting) ------------------------------------------------
+
+ALERTS = Counter(
+    "integration_health_alerts",
+    "Alert transitions (opened, escalated, resolved), by severity; suppressed ones included.",
+    ["event", "severity"],
+    registry=REGISTRY,
+)
+ALERT_INCIDENTS = Counter(
+    "integration_health_alert_incidents",
+    "Vendor-wide incidents opened and resolved, by integration type.",
+    ["event", "integration_type"],
+    registry=REGISTRY,
+)
+ALERT_DELIVERIES = Counter(
+    "integration_health_alert_deliveries",
+    "Webhook delivery attempts, by outcome (delivered, retrying, failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ALERT_DELIVERY_DURATION = Histogram(
+    "integration_health_alert_delivery_seconds",
+    "Duration of webhook delivery attempts.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
     registry=REGISTRY,
 )
