@@ -8,6 +8,7 @@ integration, 2 usage or configuration error (one line per problem, never a trace
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -639,34 +640,47 @@ def scheduler(
     """
     import signal  # noqa: PLC0415
 
+    from .alerting.config import load_alerting_config  # noqa: PLC0415
+    from .alerting.service import AlertingService, build_after_pass_hook  # noqa: PLC0415
     from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
 
     options = SchedulerOptions(tick_s=tick, budgets_per_minute=_parse_budgets(budget or []))
     registry = _registry()
 
     async def body() -> None:
+        settings = state.settings()
+        alerting_config = load_alerting_config(settings.alerting_file)
         async with _store() as store:
-            runner = Scheduler(store, registry, options=options)
-            if once:
-                async with registry:
-                    report = await runner.run_pass()
-                out.print(
-                    f"Pass at {report.at.isoformat()}: {report.ran} check(s) run, "
-                    f"{report.written} written, {report.skipped_claims} skipped (claimed "
-                    f"elsewhere), deferred by budget {report.deferred_budget or 'none'}, "
-                    f"paused {report.paused or 'none'}."
-                )
-                return
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            err.print(
-                f"scheduler {runner.worker} running on {mask_url(state.settings().database_url)}"
-                " (SIGTERM or Ctrl-C to stop)"
+            alerting = await AlertingService.open(
+                settings.database_url, alerting_config, settings=settings, main_store=store
             )
-            await runner.run(stop)
-            err.print("scheduler stopped: in-flight checks finished and were written")
+            try:
+                runner = Scheduler(
+                    store, registry, options=options, after_pass=[build_after_pass_hook(alerting)]
+                )
+                if once:
+                    async with registry:
+                        report = await runner.run_pass()
+                    await alerting.drain()
+                    out.print(
+                        f"Pass at {report.at.isoformat()}: {report.ran} check(s) run, "
+                        f"{report.written} written, {report.skipped_claims} skipped (claimed "
+                        f"elsewhere), deferred by budget {report.deferred_budget or 'none'}, "
+                        f"paused {report.paused or 'none'}."
+                    )
+                    return
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, stop.set)
+                err.print(
+                    f"scheduler {runner.worker} running on {mask_url(settings.database_url)}"
+                    " (SIGTERM or Ctrl-C to stop)"
+                )
+                await runner.run(stop)
+            finally:
+                await alerting.aclose()
+        err.print("scheduler stopped: in-flight checks finished and were written")
 
     _run(body)
 
@@ -779,53 +793,588 @@ def sync_outcome(
 
 
 @app.command()
-def demo(
-    rounds: Annotated[
-        int, typer.Option("--rounds", min=1, help="How many rounds of checks to run.")
-    ] = 1,
-    every: Annotated[
-        float, typer.Option("--every", min=1.0, help="Seconds between rounds.")
-    ] = 15.0,
+def serve(
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. Without INTEGRATION_HEALTH_JWT_SECRET or "
+            "INTEGRATION_HEALTH_JWKS_URL only loopback (127.0.0.1, ::1, localhost) is allowed.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")
+    ] = 8080,
+    no_scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--no-scheduler",
+            help="Serve only; checks run elsewhere (`scheduler` or `worker` processes).",
+        ),
+    ] = False,
+    tick: Annotated[
+        float,
+        typer.Option("--tick", min=0.5, max=300.0, help="Seconds between scheduler passes."),
+    ] = 5.0,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every HTTP request to stderr.")
+    ] = False,
+    loop: Annotated[
+        str,
+        typer.Option("--loop", help="Event loop: asyncio, or uvloop (faster under heavy load)."),
+    ] = "asyncio",
 ) -> None:
-    """Try it with no network: simulated vendors, a sample organisation, real checks.
+    """Serve the JSON API, the dashboard, /healthz and /metrics (and run the scheduler).
+
+    Users authenticate with Supabase JWTs (INTEGRATION_HEALTH_JWT_SECRET or
+    INTEGRATION_HEALTH_JWKS_URL); without either, the server is single-user and answers on
+    loopback only. The in-process scheduler runs the due checks unless --no-scheduler.
+    SIGTERM or Ctrl-C stops it gracefully (requests and checks in flight finish) with exit 0.
+    """
+    from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
+    from .web.app import create_app  # noqa: PLC0415
+    from .web.server import WebServer, bind_socket, ensure_bind_allowed  # noqa: PLC0415
+
+    settings = state.settings()
+    try:
+        ensure_bind_allowed(settings, host)
+    except IntegrationHealthError as exc:
+        fail(str(exc))
+    if loop not in ("asyncio", "uvloop"):
+        fail(f"--loop must be asyncio or uvloop, not {loop!r}")
+    if loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - installed with uvicorn[standard]
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    registry = _registry()
+
+    def scheduler_for(store: Store, registry: CheckRegistry) -> Scheduler:
+        return Scheduler(store, registry, options=SchedulerOptions(tick_s=tick))
+
+    async def body() -> None:
+        async with _store() as store:  # fail early, in one line, if the store is unusable
+            await store.ping()
+        sock = bind_socket(host, port)
+        # The app opens its own store (and pools) in its lifespan and closes them on exit.
+        web_app = create_app(
+            settings, registry=registry, scheduler=None if no_scheduler else scheduler_for
+        )
+        server = WebServer(web_app, sock, access_log=access_log)
+        started = asyncio.Event()
+
+        async def announce() -> None:
+            await started.wait()
+            out.print(
+                f"Serving the API and dashboard on {server.url} "
+                f"({'without' if no_scheduler else 'with'} the scheduler; store "
+                f"{mask_url(settings.database_url)}). SIGTERM or Ctrl-C to stop.",
+                soft_wrap=True,
+            )
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await server.serve(started)
+        finally:
+            announcer.cancel()
+        err.print("stopped: requests and checks in flight finished")
+
+    _run(body)
+
+
+@app.command()
+def demo(
+    host: Annotated[
+        str, typer.Option("--host", help="Address of the dashboard (loopback only).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", min=0, max=65535, help="Dashboard port (a free one if 8080 is taken)."
+        ),
+    ] = 8080,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            "--rounds",
+            min=1,
+            help="Run this many rounds of checks, then exit (default: until Ctrl-C).",
+            show_default=False,
+        ),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Check everything once, print the results, exit (no server)."),
+    ] = False,
+    every: Annotated[
+        float, typer.Option("--every", min=1.0, help="Seconds between demo rounds of checks.")
+    ] = 10.0,
+) -> None:
+    """Try it with no network: simulated vendors, a sample organisation, the dashboard.
 
     Starts local fake vendor servers on 127.0.0.1, stores a sample organisation in an embedded
     SQLite database (default sqlite:///integration-health-demo.db, or --database-url), checks
-    every integration and shows the results. Exit code 0.
+    every integration, then serves the dashboard with the scheduler running and re-checks the
+    sample organisation every --every seconds (demo pace; real integrations are checked at
+    most every 15 minutes) until Ctrl-C. --once or --rounds N end by themselves. Exit code 0.
     """
-    from .demo import DEMO_ORG_ID, DEMO_TOKEN_ENV, DemoTargets, seed_demo  # noqa: PLC0415
-    from .testing import HttpEndpointFake, LocalServer  # noqa: PLC0415
+    from .demo import DEMO_ORG_ID, DEMO_SECRETS, demo_vendors, seed_demo  # noqa: PLC0415
+    from .scheduling import SchedulerOptions  # noqa: PLC0415
+    from .web.app import create_app  # noqa: PLC0415
+    from .web.server import WebServer, bind_socket, ensure_bind_allowed  # noqa: PLC0415
 
     if state.database_url is None and "INTEGRATION_HEALTH_DATABASE_URL" not in os.environ:
         state.database_url = "sqlite:///integration-health-demo.db"
     state.allow_private_networks = True  # the simulated vendors live on 127.0.0.1
-    os.environ.setdefault(DEMO_TOKEN_ENV, "expired-demo-token")
-    registry = _registry()
-    fake = HttpEndpointFake(token="the-current-token")  # noqa: S106 - a demo value
+    for name, value in DEMO_SECRETS.items():
+        os.environ.setdefault(name, value)
+    # The demo is single-user on loopback, whatever the environment says about sign-in.
+    settings = state.settings().model_copy(
+        update={
+            "jwt_secret": None,
+            "jwks_url": None,
+            "dashboard_poll_s": 2.0,
+            "run_now_interval_s": 5.0,
+        }
+    )
+    try:
+        ensure_bind_allowed(settings, host)
+    except IntegrationHealthError as exc:
+        fail(str(exc))
+    total = 1 if once else rounds
+    registry = default_registry(settings)
 
-    with LocalServer(fake.app).in_thread() as server:
-        targets = DemoTargets(http=server.url)
+    async def check_round(store: Store) -> list[CheckOutcome]:
+        return await run_health_checks(DEMO_ORG_ID, store=store, registry=registry)
+
+    with demo_vendors() as vendors:
 
         async def body() -> None:
             async with _store() as store:
-                count = await seed_demo(store, registry, targets)
+                count = await seed_demo(store, registry, vendors.targets)
                 out.print(
                     f"Demo organization 'Demo Company AS' ({DEMO_ORG_ID}) with {count} "
-                    f"integrations, stored in {mask_url(state.settings().database_url)}; "
-                    f"simulated vendors at {server.url}"
+                    f"integrations, stored in {mask_url(settings.database_url)}; simulated "
+                    f"vendors on 127.0.0.1"
                 )
-                for round_number in range(1, rounds + 1):
-                    if round_number > 1:
+                _print_outcomes(await check_round(store))
+                if total == 1:
+                    return
+                try:
+                    sock = bind_socket(host, port)
+                except IntegrationHealthError:
+                    if port != 8080:
+                        raise
+                    sock = bind_socket(host, 0)  # 8080 is taken: any free port will do
+                web_app = create_app(
+                    settings, store=store, registry=registry, scheduler=SchedulerOptions()
+                )
+                server = WebServer(web_app, sock)
+                started = asyncio.Event()
+
+                async def pace() -> None:
+                    await started.wait()
+                    until = "Ctrl-C to stop" if total is None else f"{total} rounds"
+                    out.print(
+                        f"Dashboard: {server.url}/orgs/{DEMO_ORG_ID} ({until})", soft_wrap=True
+                    )
+                    done = 1
+                    while total is None or done < total:
                         await asyncio.sleep(every)
-                    outcomes = await run_health_checks(DEMO_ORG_ID, store=store, registry=registry)
-                    _print_outcomes(outcomes)
+                        try:
+                            await check_round(store)
+                        except IntegrationHealthError as exc:
+                            log.error("demo round failed: %s", exc)
+                        done += 1
+                    server.stop()
+
+                pacer = asyncio.create_task(pace())
+                try:
+                    await server.serve(started)
+                finally:
+                    pacer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pacer
 
         _run(body)
     out.print(
         "Next: `integration-health status --org 'Demo Company AS'` and "
         "`integration-health history --integration ID` (add --database-url "
-        f"{state.settings().database_url} if you moved it)."
+        f"{settings.database_url} if you moved it)."
     )
+
+
+# -- alerts (integration_health.alerting; see docs/alerting.md) ----------------------------------
+
+alerts_app = typer.Typer(
+    help="Alerts, vendor-wide incidents and their webhook deliveries.", no_args_is_help=True
+)
+app.add_typer(alerts_app, name="alerts")
+
+AlertsOrgOption = Annotated[
+    str | None,
+    typer.Option("--org", help="Only this organization (id or exact name).", show_default=False),
+]
+AlertingConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Alerting YAML file (thresholds, webhooks). Default: "
+        "INTEGRATION_HEALTH_ALERTING_FILE, else built-in thresholds and no webhook.",
+        show_default=False,
+    ),
+]
+
+
+def _alerting_config(path: Path | None) -> Any:
+    from .alerting import load_alerting_config  # noqa: PLC0415
+
+    try:
+        return load_alerting_config(path or state.settings().alerting_file)
+    except IntegrationHealthError as exc:
+        fail(str(exc))
+
+
+@asynccontextmanager
+async def _alerting(config: Any) -> AsyncIterator[tuple[Store, Any]]:
+    """The monitor's store (opening it upgrades an embedded schema) and alerting beside it."""
+    from .alerting import AlertingService  # noqa: PLC0415
+
+    settings = state.settings()
+    async with _store() as store:
+        service = await AlertingService.open(
+            settings.database_url, config, settings=settings, main_store=store
+        )
+        try:
+            yield store, service
+        finally:
+            await service.aclose()
+
+
+def _alert_row(alert: Any) -> dict[str, Any]:
+    return {
+        "id": str(alert.id),
+        "org_id": str(alert.org_id),
+        "integration_id": str(alert.integration_id),
+        "integration_type": alert.integration_type,
+        "integration_name": alert.integration_name,
+        "severity": alert.severity.value,
+        "state": alert.state.value,
+        "opened_at": _iso(alert.opened_at),
+        "resolved_at": _iso(alert.resolved_at),
+        "first_failure_at": _iso(alert.first_failure_at),
+        "consecutive_failures": alert.consecutive_failures,
+        "error_code": alert.error_code,
+        "error": alert.error,
+        "incident_id": str(alert.incident_id) if alert.incident_id else None,
+        "suppressed": alert.suppressed,
+    }
+
+
+@alerts_app.command("list")
+def alerts_list(
+    org: AlertsOrgOption = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only alerts still open.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+    config: AlertingConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List alerts (open first, newest first), of one organization or all."""
+    settings_config = _alerting_config(config)
+
+    async def body() -> list[Any]:
+        async with _alerting(settings_config) as (store, alerting):
+            org_id = (await _find_org(store, org)).id if org else None
+            alerts: list[Any] = await alerting.store.list_alerts(
+                org_id, open_only=open_only, limit=limit
+            )
+            return alerts
+
+    alerts = _run(body)
+    rows = [_alert_row(a) for a in alerts]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("No alerts.")
+        return
+    table = Table(title=f"{len(rows)} alert(s)", title_justify="left")
+    for column in ("Integration", "Type", "Severity", "State", "Opened", "Resolved", "Error"):
+        table.add_column(column)
+    now = utcnow()
+    for alert in alerts:
+        state_text = alert.state.value + (" (grouped: vendor incident)" if alert.suppressed else "")
+        table.add_row(
+            alert.integration_name,
+            alert.integration_type,
+            _status_text(HealthStatus(alert.severity.value)),
+            state_text,
+            _ago(alert.opened_at, now),
+            _ago(alert.resolved_at, now),
+            Text(alert.error or ""),
+        )
+    out.print(table)
+
+
+@alerts_app.command("incidents")
+def alerts_incidents(
+    open_only: Annotated[bool, typer.Option("--open", help="Only incidents still open.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+    config: AlertingConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List vendor-wide incidents (one integration type failing in many organizations)."""
+    settings_config = _alerting_config(config)
+
+    async def body() -> list[Any]:
+        async with _alerting(settings_config) as (_, alerting):
+            incidents: list[Any] = await alerting.store.list_incidents(
+                open_only=open_only, limit=limit
+            )
+            return incidents
+
+    incidents = _run(body)
+    rows = [
+        {
+            "id": str(i.id),
+            "integration_type": i.integration_type,
+            "state": i.state.value,
+            "opened_at": _iso(i.opened_at),
+            "resolved_at": _iso(i.resolved_at),
+            "failing_orgs": i.failing_orgs,
+            "failing_integrations": i.failing_integrations,
+            "total_integrations": i.total_integrations,
+            "peak_failing_orgs": i.peak_failing_orgs,
+        }
+        for i in incidents
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("No vendor incidents.")
+        return
+    table = Table(title=f"{len(rows)} incident(s)", title_justify="left")
+    for column in ("Type", "State", "Opened", "Resolved", "Failing orgs", "Failing / total"):
+        table.add_column(column)
+    now = utcnow()
+    for i in incidents:
+        table.add_row(
+            i.integration_type,
+            i.state.value,
+            _ago(i.opened_at, now),
+            _ago(i.resolved_at, now),
+            f"{i.failing_orgs} (peak {i.peak_failing_orgs})",
+            f"{i.failing_integrations} / {i.total_integrations}",
+        )
+    out.print(table)
+
+
+@alerts_app.command("deliveries")
+def alerts_deliveries(
+    org: AlertsOrgOption = None,
+    alert: Annotated[
+        str | None, typer.Option("--alert", help="Only this alert (id).", show_default=False)
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    config: AlertingConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show webhook deliveries and their log (attempt, status code, error, next attempt)."""
+    alert_id = None
+    if alert is not None:
+        try:
+            alert_id = UUID(alert)
+        except ValueError:
+            fail(f"--alert must be an alert id (a UUID), not {alert!r}")
+    settings_config = _alerting_config(config)
+
+    async def body() -> list[tuple[Any, list[Any]]]:
+        async with _alerting(settings_config) as (store, alerting):
+            org_id = (await _find_org(store, org)).id if org else None
+            found = await alerting.store.list_deliveries(
+                org_id=org_id, alert_id=alert_id, limit=limit
+            )
+            return [(d, await alerting.store.list_attempts(d.id)) for d in found]
+
+    found = _run(body)
+    rows = [
+        {
+            "id": str(d.id),
+            "event": d.event,
+            "target": d.target,
+            "state": d.state.value,
+            "attempts": d.attempts,
+            "next_attempt_at": _iso(d.next_attempt_at),
+            "last_status_code": d.last_status_code,
+            "last_error": d.last_error,
+            "created_at": _iso(d.created_at),
+            "delivered_at": _iso(d.delivered_at),
+            "org_id": str(d.org_id) if d.org_id else None,
+            "alert_id": str(d.alert_id) if d.alert_id else None,
+            "incident_id": str(d.incident_id) if d.incident_id else None,
+            "payload": d.payload,
+            "log": [
+                {
+                    "attempt": a.attempt,
+                    "at": _iso(a.at),
+                    "outcome": a.outcome.value,
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "duration_ms": a.duration_ms,
+                    "next_attempt_at": _iso(a.next_attempt_at),
+                }
+                for a in attempts
+            ],
+        }
+        for d, attempts in found
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("No deliveries.")
+        return
+    table = Table(title=f"{len(rows)} deliveries", title_justify="left")
+    for column in ("Event", "Webhook", "State", "Attempt", "At", "Status", "Error", "Next"):
+        table.add_column(column)
+    for d, attempts in found:
+        if not attempts:
+            table.add_row(
+                d.event, d.target, d.state.value, "–", "–", "–", "", _iso(d.next_attempt_at) or "–"
+            )
+        for a in attempts:
+            table.add_row(
+                d.event,
+                d.target,
+                d.state.value,
+                str(a.attempt),
+                a.at.strftime("%Y-%m-%d %H:%M:%S"),
+                str(a.status_code or "–"),
+                Text(a.error or ""),
+                _iso(a.next_attempt_at) or "–",
+            )
+    out.print(table)
+
+
+@alerts_app.command("evaluate")
+def alerts_evaluate(
+    deliver: Annotated[
+        bool, typer.Option("--deliver/--no-deliver", help="Also send what is due.")
+    ] = True,
+    config: AlertingConfigOption = None,
+) -> None:
+    """Count new results into alerts and incidents once (idempotent), then send what is due."""
+    settings_config = _alerting_config(config)
+
+    async def body() -> tuple[Any, Any]:
+        async with _alerting(settings_config) as (_, alerting):
+            result: tuple[Any, Any] = await alerting.run_once(deliver=deliver)
+            return result
+
+    evaluation, sent = _run(body)
+    out.print(
+        f"Evaluated {evaluation.evaluated} integration(s): {evaluation.opened} alert(s) opened, "
+        f"{evaluation.escalated} escalated, {evaluation.resolved} resolved, "
+        f"{evaluation.suppressed} grouped under vendor incidents; incidents "
+        f"{evaluation.incidents_opened} opened, {evaluation.incidents_resolved} resolved; "
+        f"{evaluation.enqueued} deliveries queued."
+    )
+    if sent is not None:
+        _print_delivery_report(sent)
+
+
+def _print_delivery_report(sent: Any) -> None:
+    out.print(
+        f"Deliveries: {sent.delivered} delivered, {sent.retrying} to retry, "
+        f"{sent.failed} failed (of {sent.claimed} due)."
+    )
+
+
+@alerts_app.command("deliver")
+def alerts_deliver(config: AlertingConfigOption = None) -> None:
+    """Send the deliveries that are due now, once (retries keep their backoff schedule)."""
+    settings_config = _alerting_config(config)
+
+    async def body() -> Any:
+        async with _alerting(settings_config) as (_, alerting):
+            return await alerting.deliverer.deliver_pending()
+
+    _print_delivery_report(_run(body))
+
+
+@alerts_app.command("run")
+def alerts_run(
+    tick: Annotated[
+        float, typer.Option("--tick", min=1.0, max=600.0, help="Seconds between rounds.")
+    ] = 15.0,
+    config: AlertingConfigOption = None,
+) -> None:
+    """Evaluate and deliver every --tick seconds (any number may run: work is shared).
+
+    For deployments whose checks run in `worker` processes or elsewhere. SIGTERM or Ctrl-C
+    stops it after the current round.
+    """
+    import signal  # noqa: PLC0415
+
+    settings_config = _alerting_config(config)
+
+    async def body() -> None:
+        async with _alerting(settings_config) as (_, alerting):
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            err.print(
+                f"alerting running on {mask_url(state.settings().database_url)} every "
+                f"{tick:g} s (SIGTERM or Ctrl-C to stop)"
+            )
+            await alerting.run(stop, tick_s=tick)
+        err.print("alerting stopped")
+
+    _run(body)
+
+
+@alerts_app.command("test-webhook")
+def alerts_test_webhook(
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Only this webhook (its name).", show_default=False),
+    ] = None,
+    config: AlertingConfigOption = None,
+) -> None:
+    """Send a signed `test` event to each configured webhook now (nothing is stored).
+
+    Exit code 0 when every webhook answered 2xx, 1 otherwise.
+    """
+    from .adapters._http import HttpClient  # noqa: PLC0415
+    from .alerting.delivery import send_test  # noqa: PLC0415
+
+    settings_config = _alerting_config(config)
+    targets = [t for t in settings_config.webhooks if target is None or t.name == target]
+    if not targets:
+        fail(
+            f"no webhook named {target!r} in the alerting config"
+            if target
+            else "no webhook is configured (add `webhooks:` to the alerting config)"
+        )
+
+    async def body() -> list[Any]:
+        http = HttpClient(state.settings())
+        try:
+            return [await send_test(http, t) for t in targets]
+        finally:
+            await http.aclose()
+
+    results = _run(body)
+    failed = False
+    for t, result in zip(targets, results, strict=True):
+        if result.ok:
+            out.print(f"{t.name}: delivered (HTTP {result.status_code}, {result.duration_ms} ms)")
+        else:
+            failed = True
+            out.print(Text(f"{t.name}: failed — {result.error}", style="red"))
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

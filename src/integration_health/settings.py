@@ -65,8 +65,29 @@ class Settings(BaseSettings):
     """HS256 secret of the Supabase JWTs accepted by the API."""
     jwks_url: str | None = None
     """JWKS URL for RS256/ES256 JWTs accepted by the API."""
+    jwt_audience: str = "authenticated"
+    """The ``aud`` claim the API requires of JWTs (Supabase user tokens carry ``authenticated``)."""
+    jwt_issuer: str | None = None
+    """The ``iss`` claim the API requires of JWTs (not checked when unset), e.g.
+    ``https://<project>.supabase.co/auth/v1``."""
+    jwks_cache_s: int = Field(default=300, ge=0, le=86_400)
+    """How long keys fetched from ``jwks_url`` are reused before asking again."""
+    service_key: SecretStr | None = None
+    """Key of the sync system posting sync outcomes (``Authorization: Bearer <key>`` or
+    ``X-Service-Key``)."""
+    run_now_interval_s: float = Field(default=60.0, ge=0, le=86_400)
+    """Least time between two "check now" runs of one organisation through the API."""
+    max_body_bytes: int = Field(default=65_536, ge=1_024, le=16_777_216)
+    """Larger request bodies are refused with 413."""
+    api_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    """How long an API answer for one user and organisation may be reused (0: never)."""
+    dashboard_poll_s: float = Field(default=5.0, ge=0.5, le=3_600)
+    """How often the dashboard refreshes its data, in seconds."""
     degraded_latency_ms: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     """Per-type default latency thresholds, e.g. ``xledger=3000,http=1500``."""
+    alerting_file: str | None = None
+    """YAML file with the alerting configuration (thresholds, webhooks; docs/alerting.md).
+    Unset: default thresholds and no webhook (alerts are still recorded)."""
 
     @field_validator("degraded_latency_ms", mode="before")
     @classmethod
