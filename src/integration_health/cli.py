@@ -677,6 +677,7 @@ def scheduler(
                     f"scheduler {runner.worker} running on {mask_url(settings.database_url)}"
                     " (SIGTERM or Ctrl-C to stop)"
                 )
+                _freeze_startup_heap()
                 await runner.run(stop)
             finally:
                 await alerting.aclose()
@@ -740,6 +741,7 @@ def worker(
                         f"worker running on {mask_url(url)} (concurrency {concurrency}; "
                         "SIGTERM or Ctrl-C to stop)"
                     )
+                    _freeze_startup_heap()
                     await app.run_worker_async(queues=[QUEUE], concurrency=concurrency)
             finally:
                 set_runtime(None)
@@ -792,6 +794,54 @@ def sync_outcome(
     out.print(Text.assemble("Recorded: ", _status_text(result.status), f" {result.error or ''}"))
 
 
+def _freeze_startup_heap() -> None:
+    """Move everything allocated at start-up (modules, configs) out of the GC's sight.
+
+    Long-running commands call this once they are ready: full collections then stop
+    re-walking objects that live for the whole process (see docs/benchmarks.md).
+    """
+    import gc  # noqa: PLC0415
+
+    gc.collect()
+    gc.freeze()
+
+
+class _LazyAlerting:
+    """Alerting for a scheduler whose store only opens inside the web app's lifespan.
+
+    The after-pass hook opens :class:`~integration_health.alerting.service.AlertingService`
+    on the first pass (on the same database as the monitor) and evaluates after each pass;
+    :meth:`aclose` releases it once the server has stopped.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service: Any = None
+        self._opening = asyncio.Lock()
+
+    def hook(self, store: Store) -> Callable[[Any], Awaitable[None]]:
+        async def after_pass(report: Any) -> None:
+            from .alerting.config import load_alerting_config  # noqa: PLC0415
+            from .alerting.service import AlertingService  # noqa: PLC0415
+
+            async with self._opening:
+                if self.service is None:
+                    self.service = await AlertingService.open(
+                        self.settings.database_url,
+                        load_alerting_config(self.settings.alerting_file),
+                        settings=self.settings,
+                        main_store=store,
+                    )
+            await self.service.after_pass(report)
+
+        return after_pass
+
+    async def aclose(self) -> None:
+        if self.service is not None:
+            await self.service.aclose()
+            self.service = None
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -831,6 +881,7 @@ def serve(
     loopback only. The in-process scheduler runs the due checks unless --no-scheduler.
     SIGTERM or Ctrl-C stops it gracefully (requests and checks in flight finish) with exit 0.
     """
+    from .alerting.config import load_alerting_config  # noqa: PLC0415
     from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
     from .web.app import create_app  # noqa: PLC0415
     from .web.server import WebServer, bind_socket, ensure_bind_allowed  # noqa: PLC0415
@@ -847,13 +898,20 @@ def serve(
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     registry = _registry()
+    alerting = _LazyAlerting(settings)
 
     def scheduler_for(store: Store, registry: CheckRegistry) -> Scheduler:
-        return Scheduler(store, registry, options=SchedulerOptions(tick_s=tick))
+        return Scheduler(
+            store,
+            registry,
+            options=SchedulerOptions(tick_s=tick),
+            after_pass=[alerting.hook(store)],
+        )
 
     async def body() -> None:
         async with _store() as store:  # fail early, in one line, if the store is unusable
             await store.ping()
+        load_alerting_config(settings.alerting_file)  # a bad alerting file fails here, clearly
         sock = bind_socket(host, port)
         # The app opens its own store (and pools) in its lifespan and closes them on exit.
         web_app = create_app(
@@ -872,10 +930,12 @@ def serve(
             )
 
         announcer = asyncio.create_task(announce())
+        _freeze_startup_heap()
         try:
             await server.serve(started)
         finally:
             announcer.cancel()
+            await alerting.aclose()
         err.print("stopped: requests and checks in flight finished")
 
     _run(body)
@@ -918,7 +978,7 @@ def demo(
     most every 15 minutes) until Ctrl-C. --once or --rounds N end by themselves. Exit code 0.
     """
     from .demo import DEMO_ORG_ID, DEMO_SECRETS, demo_vendors, seed_demo  # noqa: PLC0415
-    from .scheduling import SchedulerOptions  # noqa: PLC0415
+    from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
     from .web.app import create_app  # noqa: PLC0415
     from .web.server import WebServer, bind_socket, ensure_bind_allowed  # noqa: PLC0415
 
@@ -942,6 +1002,7 @@ def demo(
         fail(str(exc))
     total = 1 if once else rounds
     registry = default_registry(settings)
+    alerting = _LazyAlerting(settings)
 
     async def check_round(store: Store) -> list[CheckOutcome]:
         return await run_health_checks(DEMO_ORG_ID, store=store, registry=registry)
@@ -966,7 +1027,15 @@ def demo(
                         raise
                     sock = bind_socket(host, 0)  # 8080 is taken: any free port will do
                 web_app = create_app(
-                    settings, store=store, registry=registry, scheduler=SchedulerOptions()
+                    settings,
+                    store=store,
+                    registry=registry,
+                    scheduler=lambda store, registry: Scheduler(
+                        store,
+                        registry,
+                        options=SchedulerOptions(),
+                        after_pass=[alerting.hook(store)],
+                    ),
                 )
                 server = WebServer(web_app, sock)
                 started = asyncio.Event()
@@ -994,6 +1063,7 @@ def demo(
                     pacer.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await pacer
+                    await alerting.aclose()
 
         _run(body)
     out.print(

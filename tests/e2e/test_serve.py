@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -145,3 +147,50 @@ def test_demo_once_checks_and_exits(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Demo Company AS" in proc.stdout
     assert re.search(r"\d+ checked: \d+ healthy, 1 degraded, 1 unreachable", proc.stdout)
+
+
+def test_serve_scheduler_opens_alerts_after_each_pass(tmp_path: Path) -> None:
+    """`serve`'s in-process scheduler evaluates alerting after its passes: an integration
+    that cannot be reached opens an alert (threshold 1 here), listed by `alerts list`."""
+    org = "7d3f0000-0000-4000-8000-0000000000a1"
+    with socket.socket() as probe:  # a port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    (tmp_path / "integrations.yaml").write_text(
+        "organizations: [{id: " + org + ", name: Alerting AS}]\n"
+        "integrations:\n"
+        f"  - {{org_id: {org}, integration_type: http, name: down,"
+        f" url: 'http://127.0.0.1:{closed_port}/health'}}\n"
+    )
+    (tmp_path / "alerting.yaml").write_text("failure_threshold: 1\n")
+    env = env_for(tmp_path, INTEGRATION_HEALTH_ALERTING_FILE=str(tmp_path / "alerting.yaml"))
+    cli = [sys.executable, "-m", "integration_health"]
+    imported = subprocess.run(
+        [*cli, "integrations", "import", str(tmp_path / "integrations.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    alerts: list[dict[str, object]] = []
+    with running(env, "serve", "--port", "0", "--tick", "0.5") as (proc, _url):
+        deadline = time.monotonic() + 30
+        while not alerts and time.monotonic() < deadline:
+            listed = subprocess.run(
+                [*cli, "alerts", "list", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert listed.returncode == 0, listed.stderr
+            alerts = json.loads(listed.stdout)
+            time.sleep(0.5)
+        code, err = stop(proc)
+    assert code == 0, err
+    assert len(alerts) == 1, alerts
+    assert alerts[0]["state"] == "open"
+    assert "Traceback" not in err
