@@ -9,7 +9,7 @@ from typing import Any
 from ..model import ErrorCode, HealthResult
 from ._http import HttpResponse
 
-__all__ = ["parse_retry_after", "result_for_http_status"]
+__all__ = ["parse_retry_after", "result_for_http_status", "vendor_failure"]
 
 MAX_RETRY_AFTER_S = 24 * 3600
 
@@ -90,3 +90,38 @@ def result_for_http_status(
         latency_ms,
         details=details,
     )
+
+
+def vendor_failure(
+    response: HttpResponse,
+    latency_ms: float,
+    *,
+    details: dict[str, Any],
+    what: str,
+    said: str = "",
+    stage: str | None = None,
+) -> HealthResult:
+    """The result for a vendor answer that is not the success its probe looks for.
+
+    A 2xx/3xx here is unexpected (``bad_response``); a 5xx keeps the vendor's ``Retry-After``
+    in ``details`` (the scheduling policy honours it); other statuses get the default mapping
+    of :func:`result_for_http_status`. ``said``: the vendor's own words (already redacted),
+    appended to the message; ``stage``: which request of the probe failed.
+    """
+    status = response.status
+    if status < 400:
+        where = f" ({stage})" if stage else ""
+        return HealthResult.unreachable(
+            ErrorCode.BAD_RESPONSE,
+            f"Unexpected HTTP {status} from {what}{where}.{said}",
+            latency_ms,
+            details=details,
+        )
+    if status >= 500:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if retry_after is not None:
+            details["retry_after_s"] = retry_after
+    result = result_for_http_status(response, latency_ms, details=details, what=what)
+    if said and result.error:
+        result = result.model_copy(update={"error": result.error + said})
+    return result

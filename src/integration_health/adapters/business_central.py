@@ -56,7 +56,7 @@ from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpClient, HttpResponse
 from ._oauth import ClientCredentials, OAuthClient, TokenRequestFailed
-from ._results import parse_retry_after, result_for_http_status
+from ._results import parse_retry_after, vendor_failure
 from ._tokens import Token
 
 __all__ = ["ADAPTER", "BusinessCentralCheck", "BusinessCentralConfig"]
@@ -355,17 +355,9 @@ class BusinessCentralCheck:
                 latency,
                 details=details,
             )
-        if status < 400:
-            return HealthResult.unreachable(
-                ErrorCode.BAD_RESPONSE,
-                f"Unexpected HTTP {status} from Business Central.{said}",
-                latency,
-                details=details,
-            )
-        result = result_for_http_status(response, latency, details=details, what="Business Central")
-        if said and result.error:
-            result = result.model_copy(update={"error": result.error + said})
-        return result
+        return vendor_failure(
+            response, latency, details=details, what="Business Central", said=said
+        )
 
 
 ADAPTER = Adapter(

@@ -53,7 +53,7 @@ from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpClient, HttpResponse
 from ._oauth import ClientCredentials, OAuthClient, TokenRequestFailed
-from ._results import parse_retry_after, result_for_http_status
+from ._results import parse_retry_after, vendor_failure
 from ._tokens import Token
 
 __all__ = ["ADAPTER", "DataverseCheck", "DataverseConfig"]
@@ -261,17 +261,7 @@ class DataverseCheck:
                 latency,
                 details=details,
             )
-        if status < 400:
-            return HealthResult.unreachable(
-                ErrorCode.BAD_RESPONSE,
-                f"Unexpected HTTP {status} from Dataverse.{said}",
-                latency,
-                details=details,
-            )
-        result = result_for_http_status(response, latency, details=details, what="Dataverse")
-        if said and result.error:
-            result = result.model_copy(update={"error": result.error + said})
-        return result
+        return vendor_failure(response, latency, details=details, what="Dataverse", said=said)
 
 
 ADAPTER = Adapter(

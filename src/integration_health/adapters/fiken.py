@@ -47,7 +47,7 @@ from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpClient, HttpResponse
-from ._results import parse_retry_after, result_for_http_status
+from ._results import parse_retry_after, vendor_failure
 from ._tokens import credential_key
 
 __all__ = ["ADAPTER", "FikenCheck", "FikenConfig"]
@@ -205,18 +205,7 @@ class FikenCheck:
                 latency,
                 details=details,
             )
-        if status < 400:
-            return HealthResult.unreachable(
-                ErrorCode.BAD_RESPONSE,
-                f"Unexpected HTTP {status} from Fiken.",
-                latency,
-                details=details,
-            )
-        if status >= 500:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            if retry_after is not None:
-                details["retry_after_s"] = retry_after
-        return result_for_http_status(response, latency, details=details, what="Fiken")
+        return vendor_failure(response, latency, details=details, what="Fiken")
 
 
 ADAPTER = Adapter(

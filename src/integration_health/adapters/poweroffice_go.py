@@ -64,7 +64,7 @@ from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpClient, HttpResponse
 from ._oauth import ClientCredentials, OAuthClient, Pace, TokenRequestFailed
-from ._results import parse_retry_after, result_for_http_status
+from ._results import parse_retry_after, vendor_failure
 from ._tokens import Token, credential_key
 
 __all__ = ["ADAPTER", "REQUESTS_PER_SECOND", "PowerOfficeGoCheck", "PowerOfficeGoConfig"]
@@ -357,17 +357,7 @@ class PowerOfficeGoCheck:
                 latency,
                 details=details,
             )
-        if status < 400:
-            return HealthResult.unreachable(
-                ErrorCode.BAD_RESPONSE,
-                f"Unexpected HTTP {status} from PowerOffice.{said}",
-                latency,
-                details=details,
-            )
-        result = result_for_http_status(response, latency, details=details, what="PowerOffice")
-        if said and result.error:
-            result = result.model_copy(update={"error": result.error + said})
-        return result
+        return vendor_failure(response, latency, details=details, what="PowerOffice", said=said)
 
 
 ADAPTER = Adapter(

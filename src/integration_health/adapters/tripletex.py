@@ -55,7 +55,7 @@ from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpClient, HttpResponse
-from ._results import parse_retry_after, result_for_http_status
+from ._results import vendor_failure
 from ._tokens import Token, TokenCache, credential_key
 
 __all__ = ["ADAPTER", "TripletexCheck", "TripletexConfig"]
@@ -359,21 +359,9 @@ class TripletexCheck:
                 latency,
                 details=details,
             )
-        if status < 400:
-            return HealthResult.unreachable(
-                ErrorCode.BAD_RESPONSE,
-                f"Unexpected HTTP {status} from Tripletex ({rejected.stage}).{vendor}",
-                latency,
-                details=details,
-            )
-        if status >= 500:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            if retry_after is not None:
-                details["retry_after_s"] = retry_after
-        result = result_for_http_status(response, latency, details=details, what="Tripletex")
-        if vendor and result.error:
-            result = result.model_copy(update={"error": result.error + vendor})
-        return result
+        return vendor_failure(
+            response, latency, details=details, what="Tripletex", said=vendor, stage=rejected.stage
+        )
 
 
 ADAPTER = Adapter(

@@ -54,7 +54,7 @@ from ..model import ErrorCode, HealthResult, HealthStatus
 from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpResponse
 from ._oauth import TokenRequestFailed
-from ._results import parse_retry_after, result_for_http_status
+from ._results import parse_retry_after, vendor_failure
 from ._tokens import Token
 from ._visma_connect import (
     RefreshTokenClient,
@@ -227,23 +227,9 @@ class VismaEAccountingCheck:
                 latency,
                 details=details,
             )
-        if status < 400:
-            return HealthResult.unreachable(
-                ErrorCode.BAD_RESPONSE,
-                f"Unexpected HTTP {status} from Visma eAccounting.{vendor}",
-                latency,
-                details=details,
-            )
-        if status >= 500:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            if retry_after is not None:
-                details["retry_after_s"] = retry_after
-        result = result_for_http_status(
-            response, latency, details=details, what="Visma eAccounting"
+        return vendor_failure(
+            response, latency, details=details, what="Visma eAccounting", said=vendor
         )
-        if vendor and result.error:
-            result = result.model_copy(update={"error": result.error + vendor})
-        return result
 
 
 ADAPTER = Adapter(

@@ -49,7 +49,7 @@ from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpResponse
 from ._oauth import ClientCredentials, OAuthClient, TokenRequestFailed
-from ._results import parse_retry_after, result_for_http_status
+from ._results import parse_retry_after, vendor_failure
 from ._tokens import Token
 from ._visma_connect import http_base_url, visma_error
 
@@ -252,21 +252,7 @@ class VismaNetCheck:
                 latency,
                 details=details,
             )
-        if status < 400:
-            return HealthResult.unreachable(
-                ErrorCode.BAD_RESPONSE,
-                f"Unexpected HTTP {status} from Visma.net.{vendor}",
-                latency,
-                details=details,
-            )
-        if status >= 500:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
-            if retry_after is not None:
-                details["retry_after_s"] = retry_after
-        result = result_for_http_status(response, latency, details=details, what="Visma.net")
-        if vendor and result.error:
-            result = result.model_copy(update={"error": result.error + vendor})
-        return result
+        return vendor_failure(response, latency, details=details, what="Visma.net", said=vendor)
 
 
 ADAPTER = Adapter(
