@@ -9,8 +9,13 @@ What it adds to a bare ``aiohttp.ClientSession``:
 - probe phases (DNS, connect + TLS, time to first byte, total) on a monotonic clock, marked
   by our own resolver and connector through a context variable (aiohttp's tracing signals cost
   ~10 % of a probe's CPU; see docs/benchmarks.md);
-- a cap on the body size, a recognisable ``User-Agent``, and no timeouts of its own (the
-  runner owns the deadline);
+- a cap on the body size (an answer whose ``Content-Length`` is above it is refused before a
+  byte of it is read; a body without one is read in 64 KiB pieces and abandoned at the cap),
+  a recognisable ``User-Agent``, and no timeouts of its own (the runner owns the deadline —
+  a server trickling one byte a second is ended there, not by a read timeout here);
+- its own verifying TLS context, made when the client first opens a session, so the trust
+  store follows ``SSL_CERT_FILE``/``SSL_CERT_DIR`` at that time (how a private CA is
+  trusted), not whatever they were when aiohttp was imported;
 - a fresh connection per probe by default, so a check measures what a new client would see
   (DNS, TCP, TLS), and one integration never rides on another's keep-alive connection.
 
@@ -26,6 +31,7 @@ import contextvars
 import ipaddress
 import json
 import socket
+import ssl
 import time
 import weakref
 from collections.abc import Mapping
@@ -53,6 +59,7 @@ __all__ = ["HttpClient", "HttpResponse", "is_public_address"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
+READ_CHUNK_BYTES = 64 * 1024
 
 
 _MARKS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
@@ -177,6 +184,37 @@ def _phases(marks: Mapping[str, float], started: float, ended: float) -> dict[st
     return result
 
 
+def _too_large(status: int, cap: int, declared: int | None = None) -> ProbeFailure:
+    said = f" (it announced {declared:,} bytes)" if declared is not None else ""
+    return ProbeFailure(
+        ErrorCode.BAD_RESPONSE,
+        f"The answer is larger than {cap:,} bytes{said}; not read further.",
+        details={"http_status": status},
+    )
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, or :class:`ProbeFailure` ``bad_response`` as soon as it passes ``cap``.
+
+    ``StreamReader.read(n)`` returns whatever is buffered (often a single TCP segment), so the
+    body is read in a loop until the end of the stream; a connection that breaks off first
+    raises ``aiohttp.ClientPayloadError`` (``connection``). At most ``cap`` + 64 KiB is held.
+    """
+    declared = response.content_length
+    if declared is not None and declared > cap:
+        raise _too_large(response.status, cap, declared)
+    pieces: list[bytes] = []
+    size = 0
+    while True:
+        piece = await response.content.read(min(READ_CHUNK_BYTES, cap + 1 - size))
+        if not piece:
+            return b"".join(pieces)
+        size += len(piece)
+        if size > cap:
+            raise _too_large(response.status, cap)
+        pieces.append(piece)
+
+
 class HttpClient:
     """Shared HTTP client; one pool per event loop, closed with the registry."""
 
@@ -188,6 +226,20 @@ class HttpClient:
         self.user_agent = settings.user_agent
         self.max_response_bytes = settings.max_response_bytes
         self.allow_private = settings.allow_private_networks
+        self._ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The verifying client context of every HTTPS request (made on first use).
+
+        ``ssl.create_default_context()`` reads ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when it is
+        called (aiohttp's own default context is made once, at import).
+        """
+        if self._ssl_context is None:
+            context = ssl.create_default_context()
+            context.set_alpn_protocols(("http/1.1",))
+            self._ssl_context = context
+        return self._ssl_context
 
     def session(self, *, keep_alive: bool = False) -> aiohttp.ClientSession:
         """The session of the running loop (fresh connections unless ``keep_alive``)."""
@@ -200,6 +252,7 @@ class HttpClient:
                 force_close=not keep_alive,
                 resolver=GuardedResolver(self.allow_private),
                 ttl_dns_cache=10,
+                ssl=self.ssl_context,
             )
             session = aiohttp.ClientSession(
                 connector=connector,
@@ -252,7 +305,8 @@ class HttpClient:
         """Send one request (following up to 5 redirects, each re-checked) and read the answer.
 
         Transport failures propagate as aiohttp/OS exceptions (the caller classifies them);
-        a body above the size cap raises :class:`ProbeFailure` ``bad_response``.
+        a body above the size cap (by ``Content-Length`` or by what arrived) raises
+        :class:`ProbeFailure` ``bad_response``; a body cut off raises ``ClientPayloadError``.
         """
         session = self.session(keep_alive=keep_alive)
         cap = max_response_bytes or self.max_response_bytes
@@ -278,13 +332,16 @@ class HttpClient:
                     marks.setdefault("headers_received", time.monotonic())
                     location = response.headers.get("Location")
                     if follow_redirects and response.status in REDIRECT_STATUSES and location:
+                        current = urljoin(str(response.url), location)
                         if len(redirects) >= MAX_REDIRECTS:
+                            # Query and fragment left out: they may carry tokens.
+                            shown = URL(current).with_query(None).with_fragment(None)
                             raise ProbeFailure(
                                 ErrorCode.BAD_RESPONSE,
                                 f"More than {MAX_REDIRECTS} redirects (a redirect loop?): "
-                                f"last one to {location}",
+                                f"the last one pointed to {shown}.",
+                                details={"redirects": len(redirects)},
                             )
-                        current = urljoin(str(response.url), location)
                         redirects.append(current)
                         if response.status == 303 or (
                             response.status in (301, 302) and current_method == "POST"
@@ -294,13 +351,7 @@ class HttpClient:
                         continue
                     body = b""
                     if read_body and current_method != "HEAD":
-                        body = await response.content.read(cap + 1)
-                        if len(body) > cap:
-                            raise ProbeFailure(
-                                ErrorCode.BAD_RESPONSE,
-                                f"The answer is larger than {cap:,} bytes; not read further.",
-                                details={"http_status": response.status},
-                            )
+                        body = await _read_capped(response, cap)
                     ended = time.monotonic()
                     return HttpResponse(
                         status=response.status,

@@ -14,6 +14,15 @@ expected status (default 2xx/3xx)   healthy      —
 5xx                                 unreachable  server_error
 anything else                       unreachable  bad_response
 =================================  ===========  ================
+
+Transport faults are classified by :func:`~integration_health.transport_errors.classify_exception`
+(reset → ``connection``, unresolvable name → ``dns``, expired/self-signed/wrong-host
+certificate → ``tls`` with a plain sentence, more than 5 redirects → ``bad_response``, a
+server that trickles its headers → ``timeout`` at the runner's deadline). The answer is judged
+on its status line and headers alone: the body is never read, so a 100 MB body (or one cut
+off or trickled after a good status) costs neither time nor memory and does not change the
+verdict. HTTPS trusts the system store, or ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (a private CA).
+See docs/reliability.md, "Vendor faults".
 """
 
 from __future__ import annotations

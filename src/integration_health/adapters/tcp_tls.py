@@ -49,7 +49,7 @@ from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..errors import ConfigError
 from ..model import ErrorCode, HealthResult
-from ..transport_errors import classify_exception
+from ..transport_errors import certificate_sentence, classify_exception
 from ._network import connect_first, normalize_host, resolve_target
 
 __all__ = ["ADAPTER", "TcpTlsCheck", "TcpTlsConfig"]
@@ -71,12 +71,6 @@ _NAME_KEYS = {
     "stateOrProvinceName": "ST",
     "localityName": "L",
 }
-
-# OpenSSL X509_V_ERR_* codes worth a sentence of their own.
-_EXPIRED = 10
-_NOT_YET_VALID = 9
-_UNTRUSTED = frozenset({2, 18, 19, 20, 21})
-_HOSTNAME_MISMATCH = frozenset({62, 64})  # host name, IP address
 
 
 class TcpTlsConfig(IntegrationConfigBase):
@@ -149,7 +143,11 @@ class TcpTlsCheck:
             details["verify_message"] = exc.verify_message
             return HealthResult.unreachable(
                 ErrorCode.TLS,
-                _verification_sentence(exc, config.server_name or config.host),
+                certificate_sentence(
+                    exc,
+                    config.server_name or config.host,
+                    private_ca_hint="point ca_bundle at that CA's certificate",
+                ),
                 _ms_since(started),
                 details=details,
             )
@@ -231,25 +229,6 @@ async def _handshake(sock: socket.socket, context: ssl.SSLContext, server_name: 
     )
     tls_transport.close()
     return result
-
-
-def _verification_sentence(exc: ssl.SSLCertVerificationError, name: str) -> str:
-    reason = (exc.verify_message or str(exc)).rstrip(".")
-    if exc.verify_code == _EXPIRED:
-        return f"The server's certificate has expired ({reason}): renew it."
-    if exc.verify_code == _NOT_YET_VALID:
-        return f"The server's certificate is not valid yet ({reason}): check its dates and clocks."
-    if exc.verify_code in _UNTRUSTED:
-        return (
-            f"The server's certificate is not signed by a trusted CA ({reason}). If it comes "
-            "from a private CA, point ca_bundle at that CA's certificate."
-        )
-    if exc.verify_code in _HOSTNAME_MISMATCH:
-        return (
-            f"The server's certificate is not valid for {name!r} ({reason}): check host or "
-            "server_name."
-        )
-    return f"The server's certificate could not be verified ({reason})."
 
 
 def _judge_certificate(
