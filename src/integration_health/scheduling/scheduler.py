@@ -13,12 +13,22 @@ One pass (:meth:`Scheduler.run_pass`):
 
 :meth:`Scheduler.run` repeats passes until asked to stop; stopping lets the running pass end
 (bounded by the check deadline), writes what finished and returns.
+
+Store outages (:class:`~integration_health.errors.StoreUnavailable`): inside :meth:`run`, results
+that cannot be written are kept in a bounded in-memory buffer (``buffer_limit``, oldest dropped
+beyond it, counted) and written first thing at the next passes, until they land. A retried
+write is idempotent: each result completes its claimed slot in the same transaction, so a
+batch that committed but whose acknowledgement was lost writes nothing the second time. While
+the store is unreachable no pass plans or claims anything; the loop logs the outage once, backs
+off (doubling from ``tick_s`` up to ``outage_backoff_max_s``) and logs again when it recovers.
+:meth:`Scheduler.buffer_state` is what ``/healthz`` reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -30,18 +40,45 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from prometheus_client import Counter, Gauge
+
 from .. import metrics
 from ..checks import BrokenIntegration, CheckRegistry
 from ..config import IntegrationConfigBase
+from ..errors import StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthResult, HealthStatus, utcnow
 from ..policy import IntegrationState, StatusRules, next_state
 from ..runner import CheckOutcome, execute_checks
 from ..store.base import INITIAL_SLOT, ResultWrite, SlotClaim, StatusRecord, Store, TypeMode
 from .planner import Candidate, Plan, PlannedCheck, plan_checks, rate_limit_switch
 
-__all__ = ["PassReport", "Scheduler", "SchedulerOptions", "default_worker_id", "state_of"]
+__all__ = [
+    "BufferState",
+    "PassReport",
+    "Scheduler",
+    "SchedulerOptions",
+    "default_worker_id",
+    "state_of",
+]
 
 log = logging.getLogger(__name__)
+
+BUFFERED_RESULTS = Gauge(
+    "integration_health_scheduler_buffered_results",
+    "Results kept in memory because the store could not be written (retried every pass).",
+    registry=metrics.REGISTRY,
+)
+DROPPED_RESULTS = Counter(
+    "integration_health_scheduler_dropped_results",
+    "Buffered results dropped: the buffer was full, or the store refused them for good.",
+    ["reason"],
+    registry=metrics.REGISTRY,
+)
+STORE_OUTAGES = Counter(
+    "integration_health_scheduler_store_outages",
+    "Times the scheduler found its store unreachable after it had been reachable.",
+    registry=metrics.REGISTRY,
+)
 
 
 def state_of(record: StatusRecord | None) -> IntegrationState | None:
@@ -85,6 +122,19 @@ class SchedulerOptions:
     rate_limit_window: timedelta = timedelta(minutes=15)
     rate_limit_cooldown: timedelta = timedelta(hours=1)
     """How long active checks of a rate-limited type stay paused (sync outcomes continue)."""
+    buffer_limit: int = 100_000
+    """Most results kept in memory while the store cannot be written; beyond it the oldest
+    are dropped (logged as a warning and counted in
+    ``integration_health_scheduler_dropped_results_total``)."""
+    outage_backoff_max_s: float = 30.0
+    """Longest wait between passes while the store is unreachable (the wait doubles from
+    ``tick_s`` with every failed pass)."""
+
+    def __post_init__(self) -> None:
+        if self.buffer_limit < 1:
+            raise ValueError(f"buffer_limit must be at least 1, not {self.buffer_limit}")
+        if self.outage_backoff_max_s < self.tick_s:
+            object.__setattr__(self, "outage_backoff_max_s", self.tick_s)
 
 
 @dataclass
@@ -100,6 +150,28 @@ class PassReport:
     paused: dict[str, int] = field(default_factory=dict)
     drift_warnings: int = 0
     outcomes: list[CheckOutcome] = field(default_factory=list)
+    buffered: int = 0
+    """Results of this pass kept in memory because the store could not be written."""
+    flushed: int = 0
+    """Results of earlier passes written from the buffer at the start of this pass."""
+
+
+@dataclass(frozen=True)
+class BufferState:
+    """Results waiting for the store, and the store's last failure (``/healthz`` shows it)."""
+
+    size: int
+    """Results in memory, not yet written."""
+    limit: int
+    """:attr:`SchedulerOptions.buffer_limit`."""
+    oldest_age_s: float | None
+    """How long the oldest buffered result has waited (``None``: the buffer is empty)."""
+    dropped: int
+    """Results dropped since start (buffer full, or refused by the store for good)."""
+    store_error: str | None
+    """Why the store was last unreachable; ``None`` once a pass succeeded again."""
+    store_unavailable_since: datetime | None
+    """When the current outage began (``None``: the store answers)."""
 
 
 class Scheduler:
@@ -132,18 +204,146 @@ class Scheduler:
         self.last_error: str | None = None
         self._starts: defaultdict[str, deque[datetime]] = defaultdict(deque)
         self._last_activity: dict[str, float] = {}
+        self._buffer: deque[tuple[datetime, ResultWrite]] = deque()
+        self._dropped = 0
+        self._store_error: str | None = None
+        self._unavailable_since: datetime | None = None
+
+    # -- results waiting for the store ---------------------------------------------------------
+
+    def buffer_state(self) -> BufferState:
+        """The buffer of unwritten results and the store's last failure, right now."""
+        oldest = (self.clock() - self._buffer[0][0]).total_seconds() if self._buffer else None
+        return BufferState(
+            size=len(self._buffer),
+            limit=self.options.buffer_limit,
+            oldest_age_s=None if oldest is None else max(0.0, oldest),
+            dropped=self._dropped,
+            store_error=self._store_error,
+            store_unavailable_since=self._unavailable_since,
+        )
+
+    def _keep(self, writes: Sequence[ResultWrite], exc: StoreUnavailable) -> None:
+        """Buffer ``writes`` (the store could not take them), dropping the oldest if full."""
+        now = self.clock()
+        self._buffer.extend((now, w) for w in writes)
+        excess = len(self._buffer) - self.options.buffer_limit
+        if excess > 0:
+            for _ in range(excess):
+                self._buffer.popleft()
+            self._dropped += excess
+            DROPPED_RESULTS.labels("buffer_full").inc(excess)
+            log.warning(
+                "result buffer full (limit %d): dropped the %d oldest unwritten result(s)",
+                self.options.buffer_limit,
+                excess,
+            )
+        BUFFERED_RESULTS.set(len(self._buffer))
+        self._store_down(exc)
+
+    def _store_down(self, exc: StoreUnavailable) -> None:
+        self._store_error = str(exc)
+        if self._unavailable_since is None:
+            self._unavailable_since = self.clock()
+            STORE_OUTAGES.inc()
+            log.warning(
+                "store unavailable, scheduling paused: %s — %d result(s) kept in memory "
+                "(limit %d) and retried; passes back off up to %g s",
+                exc,
+                len(self._buffer),
+                self.options.buffer_limit,
+                self.options.outage_backoff_max_s,
+            )
+
+    def _store_up(self, flushed: int) -> None:
+        if self._unavailable_since is None:
+            return
+        down_s = (self.clock() - self._unavailable_since).total_seconds()
+        log.warning(
+            "store reachable again after %.0f s: %d buffered result(s) written, scheduling resumed",
+            down_s,
+            flushed,
+        )
+        self._unavailable_since = None
+        self._store_error = None
+
+    async def flush_buffer(self) -> int:
+        """Write the buffered results, oldest first, in batches; returns how many landed.
+
+        Raises :class:`StoreUnavailable` while the store is still unreachable (what is left
+        stays buffered). A batch the store refuses for another reason is retried one result
+        at a time, and only the results it still refuses are dropped (logged, counted).
+        Results whose slot was completed meanwhile (a write that committed although its
+        acknowledgement was lost, or a slot taken over after its lease) write nothing.
+        """
+        written = 0
+        while self._buffer:
+            batch = [w for _, w in itertools.islice(self._buffer, self.options.batch_size)]
+            try:
+                written += await self.store.record_results(batch)
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+                raise
+            except StoreError as exc:
+                written += await self._write_one_by_one(batch, exc)
+            for _ in batch:
+                self._buffer.popleft()
+            BUFFERED_RESULTS.set(len(self._buffer))
+        return written
+
+    async def _write_one_by_one(self, batch: list[ResultWrite], exc: StoreError) -> int:
+        log.error(
+            "the store refused a batch of %d buffered result(s) (%s): writing them one by one",
+            len(batch),
+            exc,
+        )
+        written = 0
+        for write in batch:
+            try:
+                written += await self.store.record_results([write])
+            except StoreUnavailable:
+                raise
+            except StoreError as one:
+                self._dropped += 1
+                DROPPED_RESULTS.labels("refused").inc()
+                log.error(
+                    "dropped the buffered result of integration %s (slot %s): %s",
+                    write.integration_id,
+                    write.slot_at.isoformat() if write.slot_at else "none",
+                    one,
+                )
+        return written
 
     # -- one pass -----------------------------------------------------------------------------
 
-    async def run_pass(self, at: datetime | None = None) -> PassReport:
-        """Plan and run what is due at ``at`` (default: now)."""
+    async def run_pass(
+        self, at: datetime | None = None, *, buffer_on_outage: bool = False
+    ) -> PassReport:
+        """Plan and run what is due at ``at`` (default: now).
+
+        Results buffered by earlier passes are written first; while that fails the pass
+        raises :class:`StoreUnavailable` before planning anything. With
+        ``buffer_on_outage`` (how :meth:`run` calls it), results whose write fails because
+        the store is unreachable are buffered instead of raised.
+        """
         at = at or self.clock()
         report = PassReport(at=at)
+        if self._buffer:
+            report.flushed = await self.flush_buffer()
         plan, previous = await self.plan(at, report)
         await self.warm_up(at)
         held = await self.claim(plan.run, worker=self.worker, at=at, report=report)
         if held:
-            await self.execute(held, previous, worker=self.worker, at=at, report=report)
+            await self.execute(
+                held,
+                previous,
+                worker=self.worker,
+                at=at,
+                report=report,
+                buffer_on_outage=buffer_on_outage,
+            )
+        if not report.buffered:
+            self._store_up(report.flushed)
         await self.finish_pass(report)
         return report
 
@@ -240,8 +440,13 @@ class Scheduler:
         worker: str,
         at: datetime,
         report: PassReport,
+        buffer_on_outage: bool = False,
     ) -> None:
-        """Run checks whose slots ``worker`` holds, and write their results."""
+        """Run checks whose slots ``worker`` holds, and write their results.
+
+        With ``buffer_on_outage``, results the unreachable store cannot take are kept in
+        the scheduler's buffer (see :meth:`flush_buffer`) instead of raising.
+        """
         if not to_run:
             return
         started = self.clock()
@@ -277,7 +482,14 @@ class Scheduler:
             metrics.CHECK_LATENCY.labels(integration.integration_type).observe(
                 result.latency_ms / 1000
             )
-        written = await self.store.record_results(writes)
+        try:
+            written = await self.store.record_results(writes)
+        except StoreUnavailable as exc:
+            if not buffer_on_outage:
+                raise
+            self._keep(writes, exc)
+            report.buffered += len(writes)
+            return  # the rate-limit switch reads the store: it waits for the next results
         report.written += written
         if written < len(writes):
             log.info(
@@ -370,18 +582,44 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run passes until ``stop`` is set; the pass in progress finishes and is written."""
+        wait_s = self.options.tick_s
         async with self.registry:
             while not stop.is_set():
+                report: PassReport | None = None
                 try:
-                    report = await self.run_pass()
+                    report = await self.run_pass(buffer_on_outage=True)
                     self.last_error = None
                 except asyncio.CancelledError:
                     raise
+                except StoreUnavailable as exc:  # logged once per outage by _store_down
+                    self._store_down(exc)
+                    self.last_error = f"{type(exc).__name__}: {exc}"
                 except Exception as exc:  # noqa: BLE001 - the loop must survive a bad pass
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.error("scheduler pass failed: %s", self.last_error)
-                    report = None
-                if report is not None and report.ran >= self.options.batch_size:
-                    continue  # more is due right now
+                if report is not None and not report.buffered:
+                    wait_s = self.options.tick_s
+                    if report.ran >= self.options.batch_size:
+                        continue  # more is due right now
+                elif self._unavailable_since is not None:  # back off while the store is down
+                    wait_s = min(wait_s * 2, self.options.outage_backoff_max_s)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.options.tick_s)
+                    await asyncio.wait_for(stop.wait(), timeout=wait_s)
+            await self._flush_before_exit()
+
+    async def _flush_before_exit(self) -> None:
+        if not self._buffer:
+            return
+        try:
+            flushed = await self.flush_buffer()
+        except StoreError as exc:
+            lost = len(self._buffer)
+            self._dropped += lost
+            DROPPED_RESULTS.labels("shutdown").inc(lost)
+            self._buffer.clear()
+            BUFFERED_RESULTS.set(0)
+            log.error(
+                "stopping with the store unreachable: %d buffered result(s) lost (%s)", lost, exc
+            )
+        else:
+            self._store_up(flushed)

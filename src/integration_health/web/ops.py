@@ -52,6 +52,7 @@ def _scheduler_check(state: AppState) -> dict[str, Any] | None:
     else:  # no pass completed yet: count from start-up
         age = time.monotonic() - state.started_at
     running = task is not None and not task.done()
+    buffer = scheduler.buffer_state()
     return {
         "ok": running and age <= stale_after,
         "running": running,
@@ -59,6 +60,16 @@ def _scheduler_check(state: AppState) -> dict[str, Any] | None:
         "age_s": round(age, 1),
         "stale_after_s": stale_after,
         "last_error": scheduler.last_error,
+        # Results the store could not take yet (written at the next passes, see
+        # docs/reliability.md) and the outage the scheduler saw, if any.
+        "buffered_results": buffer.size,
+        "buffer_limit": buffer.limit,
+        "buffer_oldest_age_s": None
+        if buffer.oldest_age_s is None
+        else round(buffer.oldest_age_s, 1),
+        "dropped_results": buffer.dropped,
+        "store_error": buffer.store_error,
+        "store_unavailable_since": iso(buffer.store_unavailable_since),
     }
 
 
@@ -70,7 +81,12 @@ def _scheduler_check(state: AppState) -> dict[str, Any] | None:
 )
 async def healthz(state: StateDep) -> Response:
     """200 when the store answers and (if one runs in this process) the scheduler's heartbeat
-    is fresh; 503 otherwise, with the details of each check."""
+    is fresh; 503 otherwise, with the details of each check.
+
+    Nothing is cached: once the store answers again (its pool reconnects by itself) the next
+    request is 200 without a restart. The scheduler's entry also shows the results it holds
+    in memory while the store cannot be written (``buffered_results``) and its view of the
+    outage (``store_error``, ``store_unavailable_since``)."""
     checks: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     if state.store is None:
@@ -83,7 +99,11 @@ async def healthz(state: StateDep) -> Response:
                 "latency_ms": round((time.monotonic() - started) * 1000, 1),
             }
         except TimeoutError:
-            checks["store"] = {"ok": False, "error": f"no answer within {PING_TIMEOUT_S:g} s"}
+            checks["store"] = {
+                "ok": False,
+                "error": f"the store at {state.store.url} gave no answer within "
+                f"{PING_TIMEOUT_S:g} s",
+            }
         except StoreError as exc:
             checks["store"] = {"ok": False, "error": str(exc)}
     scheduler = _scheduler_check(state)
