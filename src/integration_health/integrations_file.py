@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from .checks import CheckRegistry, IntegrationRecord
 from .config import IntegrationConfigBase, describe_error, validation_errors
-from .errors import ConfigError, IntegrationFileError
+from .errors import ConfigError, IntegrationFileError, UnknownIntegrationType
 from .store.base import ImportSummary, Member, Organization, Store
 
 __all__ = ["IntegrationsFile", "import_integrations", "parse_integrations_file"]
@@ -74,6 +74,49 @@ class _Problems:
             raise IntegrationFileError("\n".join([head, *self.lines]))
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """``text`` on one line (control characters escaped), at most ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _keys(keys: Sequence[str]) -> str:
+    """Some of ``keys``, for a message: each shortened, at most five."""
+    shown = ", ".join(_short(key, 40) for key in keys[:5])
+    return shown if len(keys) <= 5 else f"{shown} and {len(keys) - 5} more"
+
+
+def _duplicate_keys(root: yaml.Node | None) -> list[tuple[int, str, int]]:
+    """``(line, key, first line)`` of every key written twice in one mapping.
+
+    YAML loaders silently keep the last value of a repeated key; in a config that hides a
+    typo'd copy-paste (two ``url:`` lines), so the file is refused instead. Merge keys
+    (``<<``) may repeat.
+    """
+    found: list[tuple[int, str, int]] = []
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # aliases share nodes (and may even form cycles)
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                    line = key_node.start_mark.line + 1
+                    if key_node.value in lines:
+                        found.append((line, key_node.value, lines[key_node.value]))
+                    else:
+                        lines[key_node.value] = line
+                stack.extend((key_node, value_node))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return sorted(found)
+
+
 def _line_of(node: yaml.Node | None) -> int | None:
     return node.start_mark.line + 1 if node is not None else None
 
@@ -113,13 +156,17 @@ def parse_integrations_file(
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
-        problems.add(line, "", f"not valid YAML: {exc.problem or exc}")
-        problems.raise_if_any()
-        raise AssertionError("unreachable") from None
+        problems.add(line, "", f"not valid YAML: {_short(exc.problem or str(exc), 200)}")
     except yaml.YAMLError as exc:
-        problems.add(None, "", f"not valid YAML: {exc}")
-        problems.raise_if_any()
-        raise AssertionError("unreachable") from None
+        problems.add(None, "", f"not valid YAML: {_short(str(exc), 200)}")
+    except RecursionError:
+        problems.add(None, "", "not valid here: lists or mappings are nested too deeply")
+    except ValueError:
+        # int("9" * 5000) refuses numbers of more than 4 300 digits
+        problems.add(None, "", "not valid here: a number has far too many digits")
+    problems.raise_if_any()
+    for line, key, first in _duplicate_keys(root):
+        problems.add(line, "", f"key '{_short(key)}' is repeated (first on line {first})")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -130,7 +177,7 @@ def parse_integrations_file(
         problems.add(
             _line_of(_child(root, unknown[0])),
             "",
-            f"unknown top-level key(s) {', '.join(unknown)}; expected organizations, integrations",
+            f"unknown top-level key(s) {_keys(unknown)}; expected organizations, integrations",
         )
     result = IntegrationsFile()
     _parse_organizations(data.get("organizations"), _child(root, "organizations"), result, problems)
@@ -159,7 +206,7 @@ def _parse_organizations(
             continue
         extra = sorted(set(map(str, item)) - {"id", "name", "members"})
         if extra:
-            problems.add(line, where, f"unknown field(s) {', '.join(extra)}")
+            problems.add(line, where, f"unknown field(s) {_keys(extra)}")
         org_id = _uuid(item.get("id"))
         name = item.get("name")
         if org_id is None:
@@ -188,10 +235,8 @@ def _parse_organizations(
             role = member.get("role", "member")
             if user_id is None:
                 problems.add(m_line, m_where, "field 'user_id': must be a UUID")
-            elif role not in _ROLES:
-                problems.add(
-                    m_line, m_where, f"field 'role': must be admin or member, not {role!r}"
-                )
+            elif not isinstance(role, str) or role not in _ROLES:
+                problems.add(m_line, m_where, "field 'role': must be admin or member")
             else:
                 result.members.append(Member(org_id, user_id, role))
 
@@ -218,7 +263,7 @@ def _parse_integrations(
             problems.add(line, where, "must be a mapping (one integration)")
             continue
         if isinstance(item.get("name"), str):
-            where += f" ({item['name']!r})"
+            where += f" ({_short(item['name'])!r})"
         data = dict(item)
         if "id" not in data and "integration_id" not in data:
             org, name = data.get("org_id"), data.get("name")
@@ -233,13 +278,23 @@ def _parse_integrations(
                 name = loc[-1] if loc else "integration_type"
                 problems.add(_field_line(item_node, name), where, describe_error(error))
             continue
+        except UnknownIntegrationType:
+            problems.add(
+                _field_line(item_node, "integration_type"),
+                where,
+                f"unknown integration_type '{_short(str(data['integration_type']))}'; "
+                f"known types: {', '.join(registry.types)}",
+            )
+            continue
         except ConfigError as exc:
             problems.add(_field_line(item_node, "integration_type"), where, str(exc))
             continue
         try:
             config.ensure_secrets_are_references()
-        except ConfigError as exc:
-            problems.add(line, where, str(exc))
+        except ConfigError as exc:  # "field 'api_token': holds a literal secret; …"
+            message = str(exc)
+            field_name = message.split("'", 2)[1] if message.startswith("field '") else ""
+            problems.add(_field_line(item_node, field_name) if field_name else line, where, message)
             continue
         for problem in config.reference_problems(environ):
             field_name = problem.split("'", 2)[1]

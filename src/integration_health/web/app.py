@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
@@ -28,6 +29,7 @@ from .auth import Authenticator
 from .cache import ResponseCache
 from .errors import ApiError, error_response, install_error_handlers
 from .ratelimit import RunNowLimiter
+from .schemas import ErrorBody
 from .state import AppState
 
 __all__ = ["SchedulerFactory", "create_app"]
@@ -43,8 +45,17 @@ _CSP = (
 )
 
 
+MAX_HEADER_BYTES = 65_536
+"""Larger request header blocks are refused with 431 (a bearer token is at most 8 kB).
+
+uvicorn's httptools parser has no limit of its own; this keeps the answer consistent, and
+deployments behind a proxy should cap headers there too (nginx: ``large_client_header_buffers``).
+"""
+
+
 class _BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, declared or streamed."""
+    """Refuse request bodies over ``max_bytes`` with 413, declared or streamed, and header
+    blocks over :data:`MAX_HEADER_BYTES` with 431."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -54,7 +65,15 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        headers = scope.get("headers") or ()
+        if sum(len(name) + len(value) + 4 for name, value in headers) > MAX_HEADER_BYTES:
+            await error_response(
+                431,
+                "headers_too_large",
+                f"The request headers are larger than {MAX_HEADER_BYTES:,} bytes.",
+            )(scope, receive, send)
+            return
+        declared = dict(headers).get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 await error_response(400, "bad_request", "Invalid Content-Length.")(
@@ -193,7 +212,69 @@ def create_app(
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(_SecurityHeaders)
+    _document_common_answers(app)
     return app
+
+
+_EVERY_OPERATION: dict[str, str] = {
+    "400": "Malformed request: invalid `Content-Length`, or a body that is not UTF-8 JSON.",
+    "413": "The request body is larger than `INTEGRATION_HEALTH_MAX_BODY_BYTES`.",
+    "431": "The request headers are larger than 64 KiB.",
+}
+"""Answers the middleware (body limit) or the request parser may give on any path."""
+_EVERY_API_OPERATION: dict[str, str] = {
+    "401": "No token, or an invalid one.",
+    "403": "Not allowed (e.g. a server without authentication asked by a non-loopback client).",
+    "503": "The monitor is starting, or its database or the JWKS keys are unavailable.",
+}
+"""Answers of the authentication and store dependencies every ``/api`` operation uses."""
+
+
+def _document_common_answers(app: FastAPI) -> None:
+    """Add the error answers every operation may give to ``/openapi.json``.
+
+    They come from the middleware and the shared dependencies rather than from one route, so
+    the routes' own ``responses=`` do not list them; without them a client generated from the
+    schema (or schemathesis) would meet undocumented status codes.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        _, definitions = models_json_schema(
+            [(ErrorBody, "serialization")], ref_template="#/components/schemas/{model}"
+        )
+        for name, schema in definitions.get("$defs", {}).items():
+            schemas.setdefault(name, schema)
+        error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+        document["components"].setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A Supabase user JWT; for sync outcomes, the service key.",
+        }
+        for path, methods in document.get("paths", {}).items():
+            for operation in methods.values():
+                answers = dict(_EVERY_OPERATION)
+                if path.startswith("/api/"):
+                    answers.update(_EVERY_API_OPERATION)
+                    operation.setdefault("security", [{"bearer": []}])
+                responses = operation.setdefault("responses", {})
+                for status, description in answers.items():
+                    responses.setdefault(
+                        status,
+                        {
+                            "description": description,
+                            "content": {"application/json": {"schema": error_ref}},
+                        },
+                    )
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _stop_scheduler(state: AppState, stop: asyncio.Event) -> None:

@@ -34,6 +34,7 @@ _DEFAULT_CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    431: "headers_too_large",
     500: "internal",
     503: "unavailable",
 }
@@ -79,6 +80,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else "The request failed."
     if exc.status_code == 404 and not isinstance(exc, ApiError):
         message = "Not found."
+    elif exc.status_code == 400 and not isinstance(exc, ApiError):
+        # FastAPI's "There was an error parsing the body": say what is expected instead.
+        message = "The request body could not be parsed: send UTF-8 encoded JSON."
     elif exc.status_code == 405 and not isinstance(exc, ApiError):
         message = f"{request.method} is not allowed here."
     return error_response(exc.status_code, code, message, headers=exc.headers)
