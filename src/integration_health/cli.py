@@ -100,7 +100,7 @@ state = _State()
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` (each line) to stderr and exit."""
     for line in message.splitlines() or [message]:
-        err.print(Text(f"error: {line}" if line else ""), style="red")
+        err.print(Text(f"error: {line}" if line else ""), style="red", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -630,6 +630,15 @@ def scheduler(
     once: Annotated[
         bool, typer.Option("--once", help="Run one planning pass, print what it did, exit.")
     ] = False,
+    lease: Annotated[
+        float,
+        typer.Option(
+            "--lease",
+            min=10.0,
+            max=3600.0,
+            help="Seconds after which the checks a dead scheduler had claimed are run by another.",
+        ),
+    ] = 120.0,
 ) -> None:
     """Plan and run every due check, continuously, on SQLite or PostgreSQL.
 
@@ -644,7 +653,9 @@ def scheduler(
     from .alerting.service import AlertingService, build_after_pass_hook  # noqa: PLC0415
     from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
 
-    options = SchedulerOptions(tick_s=tick, budgets_per_minute=_parse_budgets(budget or []))
+    options = SchedulerOptions(
+        tick_s=tick, lease_s=lease, budgets_per_minute=_parse_budgets(budget or [])
+    )
     registry = _registry()
 
     async def body() -> None:
