@@ -20,6 +20,8 @@ from integration_health.testing import (
     fake_registry,
 )
 
+pytest_plugins = ["tests.canary_plugin"]  # secret canaries over the whole suite
+
 # Tests reach their fake servers on 127.0.0.1: allow it for every Settings() made in tests,
 # except where a test asks for the default explicitly.
 os.environ.setdefault("INTEGRATION_HEALTH_ALLOW_PRIVATE_NETWORKS", "true")

@@ -37,14 +37,27 @@ _HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_
 GUARD_HINT = "such targets are refused unless INTEGRATION_HEALTH_ALLOW_PRIVATE_NETWORKS=true"
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
 def is_public_address(address: str) -> bool:
     """True for globally routable unicast addresses (what a tenant may point a check at)."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address reach it through a translator or relay:
+        # judge the embedded address (NAT64 64:ff9b::a9fe:a9fe is 169.254.169.254).
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+        elif ip in _NAT64_LOCAL or int(ip) >> 32 == 0:
+            return False  # local-use NAT64 and IPv4-compatible (::a.b.c.d): never a vendor
     return ip.is_global and not ip.is_multicast
 
 

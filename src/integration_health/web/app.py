@@ -28,7 +28,7 @@ from . import api, dashboard, ops
 from .auth import Authenticator
 from .cache import ResponseCache
 from .errors import ApiError, error_response, install_error_handlers
-from .ratelimit import RunNowLimiter
+from .ratelimit import RunNowLimiter, WriteRateLimit
 from .schemas import ErrorBody
 from .state import AppState
 
@@ -210,6 +210,7 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
+    app.add_middleware(WriteRateLimit, settings=settings)
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(_SecurityHeaders)
     _document_common_answers(app)

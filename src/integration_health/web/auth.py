@@ -43,6 +43,7 @@ __all__ = [
     "check_service_key",
     "is_loopback_client",
     "is_loopback_host",
+    "service_key_matches",
 ]
 
 LEEWAY_S: Final = 10
@@ -50,9 +51,13 @@ LEEWAY_S: Final = 10
 VERIFIED_TTL_S: Final = 60.0
 """How long a verified token is trusted without verifying it again (never past its ``exp``)."""
 VERIFIED_MAX: Final = 4_096
+MAX_TOKEN_BYTES: Final = 8_192
+"""Longer bearer tokens are refused before any parsing (a Supabase JWT is well under 2 KB)."""
 
 _HMAC_ALGORITHMS: Final = ("HS256",)
 _JWKS_ALGORITHMS: Final = ("RS256", "ES256")
+_KEY_TYPES: Final = {"RS256": "RSA", "ES256": "EC"}
+"""The JWK key type (``kty``) each accepted JWKS algorithm needs."""
 
 
 class AuthError(Exception):
@@ -168,6 +173,8 @@ class Authenticator:
         A token verified in the last minute is not verified again (a dashboard polls with the
         same token every few seconds); its expiry is still checked on every use.
         """
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError("invalid_token", "The token is too long to be one of ours.")
         digest = hashlib.blake2b(token.encode("utf-8"), digest_size=20).digest()
         remembered = self._verified.get(digest)
         now = time.time()
@@ -216,9 +223,12 @@ class Authenticator:
             raise AuthError("invalid_token", "The token was issued by someone else.") from None
         except jwt.InvalidSignatureError:
             raise AuthError("invalid_token", "The token's signature is invalid.") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise AuthError("invalid_token", f"The token has no '{exc.claim}' claim.") from None
-        except jwt.PyJWTError:
+        except jwt.MissingRequiredClaimError:
+            raise AuthError(
+                "invalid_token", "The token lacks a required claim (exp, sub, aud or iss)."
+            ) from None
+        except (jwt.PyJWTError, TypeError, ValueError):
+            # TypeError/ValueError: a key of the wrong type for the header's algorithm.
             raise AuthError("invalid_token", "The token is invalid.") from None
         return claims
 
@@ -236,6 +246,15 @@ class Authenticator:
             raise AuthError(
                 "invalid_token", "The token's signing key is not one this service trusts."
             ) from None
+        # The key decides the algorithm, not the token: an RS256 header on an EC key (or the
+        # reverse) is refused here rather than handed to a verifier of the wrong kind.
+        algorithm = jwt.get_unverified_header(token).get("alg")
+        if _KEY_TYPES.get(str(algorithm)) != signing_key.key_type or (
+            signing_key.algorithm_name not in (None, algorithm)
+        ):
+            raise AuthError(
+                "invalid_token", "The token's signing key is not one this service trusts."
+            )
         return signing_key.key
 
 
@@ -268,7 +287,14 @@ def check_service_key(
             "invalid_service_key",
             "Send the service key as 'Authorization: Bearer <key>' or 'X-Service-Key: <key>'.",
         )
-    if not hmac.compare_digest(
-        presented.encode("utf-8"), configured.get_secret_value().encode("utf-8")
-    ):
+    if not service_key_matches(settings, presented):
         raise AuthError("invalid_service_key", "The service key is not valid.")
+
+
+def service_key_matches(settings: Settings, presented: str) -> bool:
+    """True when ``presented`` is the configured service key (compared in constant time)."""
+    if settings.service_key is None:
+        return False
+    return hmac.compare_digest(
+        presented.encode("utf-8"), settings.service_key.get_secret_value().encode("utf-8")
+    )
