@@ -228,8 +228,11 @@ class TestPowerOfficeGo(AdapterConformance):
             arrivals = fake.arrival_log[key]
             assert len(arrivals) == 12  # 6 tokens + 6 calls
             assert fake.max_in_window(key) <= 10
-            gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-            assert min(gaps) > 0.15  # evenly spaced at 5 per second
+            # Paced at 5 per second: scheduling jitter on a loaded machine can bring two
+            # arrivals closer, but the pace over the whole run cannot be beaten.
+            gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
+            assert gaps[len(gaps) // 2] > 0.15
+            assert arrivals[-1] - arrivals[0] >= 11 * 0.18
         # Each key paces its own 12 requests (~2.2 s); one global queue would take ~4.6 s.
         assert elapsed < 4.0
         # Waiting for a turn is not vendor latency: nobody is degraded for slowness.
