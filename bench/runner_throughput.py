@@ -26,6 +26,11 @@ machine), ``GC s (runs)`` the time spent in garbage collections during the run a
 number, ``server CPU ≤`` the server's CPU over the child's whole life (an upper bound),
 ``peak RSS`` the child's ``ru_maxrss`` and ``Δ RSS`` its growth during the timed run.
 
+With ``--adapter``, a fourth variant, ``adapter``, calls the ``http`` adapter's ``check``
+directly from ``N`` workers (same registry, configs and client as ``runner``; no runner: no
+secret resolution, deadline race, status rules, redaction or result copies). It splits the
+runner's cost over ``bare`` into the adapter's share and the runner's own.
+
 The default fake server is ``raw`` (a minimal asyncio HTTP responder, see ``_servers.py``) so
 that the server, which shares the 2 cores, stays cheap; ``--server aiohttp`` uses aiohttp.web.
 """
@@ -50,7 +55,7 @@ from uuid import UUID, uuid4
 
 from _servers import ServerProcess, markdown_table, raise_fd_limit
 
-VARIANTS = ("runner", "bare", "runner+sqlite")
+VARIANTS = ("runner", "bare", "runner+sqlite", "adapter")
 ORG = UUID("00000000-0000-4000-8000-00000000b0b0")
 
 
@@ -87,6 +92,19 @@ class _GcMeter:
         gc.callbacks.remove(self)
 
 
+_GC_FREEZE = False
+"""``--gc-freeze``: freeze the set-up heap before the timed run (what a long-running command
+would do once started), in every variant alike."""
+
+
+def _settle_heap() -> None:
+    """Collect what set-up left behind; with ``--gc-freeze``, also move the survivors (imported
+    modules, the configs) to the permanent generation so that collections stop re-walking them."""
+    gc.collect()
+    if _GC_FREEZE:
+        gc.freeze()
+
+
 def _urls(base: str, count: int) -> list[str]:
     return [f"{base}/health/{i}" for i in range(count)]
 
@@ -100,7 +118,7 @@ async def _bare(base: str, count: int, concurrency: int) -> dict[str, Any]:
     urls = _urls(base, count)
     statuses: Counter[str] = Counter()
     queue = iter(urls)
-    gc.collect()
+    _settle_heap()
     rss_before = _rss_kib()
     with _GcMeter() as gc_meter:
         cpu0, t0 = time.process_time(), time.monotonic()
@@ -154,7 +172,7 @@ async def _runner(base: str, count: int, concurrency: int, sqlite: bool) -> dict
         tmp = tempfile.TemporaryDirectory(prefix="ih-bench-")
         store = await SQLiteStore.open(f"sqlite:///{tmp.name}/bench.db")
         await store.import_definitions([Organization(ORG, "Bench")], [], to_records(items))
-    gc.collect()
+    _settle_heap()
     rss_before = _rss_kib()
     try:
         with _GcMeter() as gc_meter:
@@ -191,11 +209,56 @@ async def _runner(base: str, count: int, concurrency: int, sqlite: bool) -> dict
     }
 
 
+async def _adapter(base: str, count: int, concurrency: int) -> dict[str, Any]:
+    # The child imports only what its variant needs.
+    from integration_health import Settings, default_registry  # noqa: PLC0415
+    from integration_health.adapters.http import HttpConfig  # noqa: PLC0415
+
+    items = [
+        HttpConfig(integration_id=uuid4(), org_id=ORG, name=f"bench {i}", url=url)
+        for i, url in enumerate(_urls(base, count))
+    ]
+    registry = default_registry(Settings(allow_private_networks=True))
+    kinds: Counter[str] = Counter()
+    queue = iter(items)
+    async with registry:
+        check = registry.check_for("http")
+        _settle_heap()
+        rss_before = _rss_kib()
+        with _GcMeter() as gc_meter:
+            cpu0, t0 = time.process_time(), time.monotonic()
+
+            async def worker() -> None:
+                for item in queue:
+                    result = await check.check(ORG, item)
+                    kinds[
+                        result.status.value
+                        if result.error_code is None
+                        else f"{result.status.value}/{result.error_code}"
+                    ] += 1
+
+            await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+            elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    return {
+        "elapsed_s": elapsed,
+        "cpu_s": cpu,
+        "gc_collections": gc_meter.collections,
+        "gc_s": gc_meter.seconds,
+        "ok": kinds.get("healthy", 0),
+        "outcomes": dict(kinds),
+        "rss_before_kib": rss_before,
+    }
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one variant and print its measurements as one JSON line."""
     raise_fd_limit()
+    global _GC_FREEZE  # set once, before the variant runs
+    _GC_FREEZE = args.gc_freeze
     if args.child == "bare":
         result = asyncio.run(_bare(args.url, args.integrations, args.concurrency))
+    elif args.child == "adapter":
+        result = asyncio.run(_adapter(args.url, args.integrations, args.concurrency))
     else:
         result = asyncio.run(
             _runner(args.url, args.integrations, args.concurrency, args.child == "runner+sqlite")
@@ -222,6 +285,7 @@ def _spawn(variant: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
         str(args.integrations),
         "--concurrency",
         str(args.concurrency),
+        "--gc-freeze" if args.gc_freeze else "--no-gc-freeze",
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
     if done.returncode != 0 or not done.stdout.strip():
@@ -255,11 +319,12 @@ def parent(args: argparse.Namespace) -> int:
     if soft < args.concurrency * 2 + 64:
         print(f"file-descriptor limit {soft} is too low for --concurrency", file=sys.stderr)
         return 2
-    variants = ["runner", "bare"]
+    variants = ["runner", "bare", *(["adapter"] if args.adapter else [])]
     print(
         f"# runner_throughput: {args.integrations:,} http integrations, concurrency "
         f"{args.concurrency}, {args.repeats} repeats (order alternated), server {args.server} "
-        f"x{args.server_workers} in its own process; Python {platform.python_version()}, "
+        f"x{args.server_workers} in its own process, gc.freeze() "
+        f"{'on' if args.gc_freeze else 'off'}; Python {platform.python_version()}, "
         f"{len(os.sched_getaffinity(0))} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     runs: list[tuple[str, dict[str, Any]]] = []
@@ -298,6 +363,7 @@ def parent(args: argparse.Namespace) -> int:
     ]
     rows = [_row(run, label) for label, run in runs]
     medians: dict[str, float] = {}
+    cpu_medians: dict[str, float] = {}
     for variant in VARIANTS:
         mine = [run for _, run in runs if run["variant"] == variant]
         if not mine:
@@ -305,7 +371,7 @@ def parent(args: argparse.Namespace) -> int:
         medians[variant] = statistics.median(r["checks"] / r["elapsed_s"] for r in mine)
         rss = statistics.median(r["maxrss_kib"] for r in mine) / 1024
         rate = f"{medians[variant]:,.0f}"
-        cpu = statistics.median(r["cpu_s"] / r["checks"] * 1e6 for r in mine)
+        cpu = cpu_medians[variant] = statistics.median(r["cpu_s"] / r["checks"] * 1e6 for r in mine)
         rows.append(
             ["median", variant, "", "", "", "", rate, "", f"{cpu:.0f}", "", "", f"{rss:.0f}", ""]
         )
@@ -315,6 +381,15 @@ def parent(args: argparse.Namespace) -> int:
     ratio = medians["runner"] / medians["bare"]
     verdict = "meets" if ratio >= 0.9 else "MISSES"
     print(f"runner / bare (medians): {ratio:.2f}× — {verdict} the ≥ 0.9× target")
+    print(
+        "by CPU time per check (bare µs / runner µs, medians): "
+        f"{cpu_medians['bare'] / cpu_medians['runner']:.2f}×"
+    )
+    if "adapter" in medians:
+        print(
+            f"adapter / bare (medians): {medians['adapter'] / medians['bare']:.2f}×; by CPU "
+            f"time per check: {cpu_medians['bare'] / cpu_medians['adapter']:.2f}×"
+        )
     if "runner+sqlite" in medians:
         print(
             f"runner+sqlite / runner (medians): {medians['runner+sqlite'] / medians['runner']:.2f}×"
@@ -351,6 +426,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--server-workers", type=int, default=1, help="server processes (default: 1)"
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="gc.freeze() after set-up in every variant (default: off)",
+    )
+    parser.add_argument(
+        "--adapter",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also time the http adapter called directly, without the runner (default: off)",
     )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

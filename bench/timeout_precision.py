@@ -22,7 +22,11 @@ The table shows, per run:
 - CPU — this process's CPU time during the run (building the configs included);
   preempted — involuntary context switches
   (the machine taking the CPU away: a sign of noise from other processes);
-- warnings — "ignored cancellation" warnings the runner logged (they are counted, not shown).
+- warnings — warnings the runner logged about cancelled checks ("ignored cancellation", "slow
+  to stop"; counted, not shown). Every check here honours cancellation, so any is false;
+- stop lag max (``bare`` only) — the longest time between ``cancel()`` and the cancelled
+  request's task actually ending: how late a burst of deadlines lets a well-behaved check stop
+  (the runner's ``SLOW_STOP_WARN_S`` must stay well above it).
 
 Targets: p99 overshoot ≤ 50 ms, and the whole run ≤ deadline + 0.5 s. The process's
 file-descriptor limit must allow one socket per check: ``Settings()`` raises the soft limit
@@ -75,7 +79,7 @@ class _CountWarnings(logging.Handler):
 
 
 async def _runner(
-    url: str, args: argparse.Namespace, delivered: list[float]
+    url: str, args: argparse.Namespace, delivered: list[float], _stop_lags: list[float]
 ) -> tuple[list[float], float]:
     settings = Settings(allow_private_networks=True, concurrency=args.concurrency)
     items = [
@@ -107,7 +111,7 @@ async def _runner(
 
 
 async def _bare(
-    url: str, args: argparse.Namespace, delivered: list[float]
+    url: str, args: argparse.Namespace, delivered: list[float], stop_lags: list[float]
 ) -> tuple[list[float], float]:
     urls = [f"{url}/hang/{i}" for i in range(args.checks)]
     waited: list[float] = []
@@ -131,7 +135,9 @@ async def _bare(
                 task.exception()  # an answer from a server that never answers: not a timeout
                 waited.append(float("nan"))
             else:
+                cancelled_at = time.monotonic()
                 task.cancel()
+                task.add_done_callback(lambda _t: stop_lags.append(time.monotonic() - cancelled_at))
                 waited.append(elapsed * 1000)
             delivered.append(time.monotonic() - started)
 
@@ -152,9 +158,12 @@ async def one_run(variant: str, url: str, args: argparse.Namespace) -> dict[str,
     runner_log.addHandler(counter)
     runner_log.propagate = False
     delivered: list[float] = []
+    stop_lags: list[float] = []
     usage0, cpu0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
     try:
-        waited, wall = await (_runner if variant == "runner" else _bare)(url, args, delivered)
+        waited, wall = await (_runner if variant == "runner" else _bare)(
+            url, args, delivered, stop_lags
+        )
         cpu = time.process_time() - cpu0
         usage1 = resource.getrusage(resource.RUSAGE_SELF)
         await asyncio.sleep(0.3)  # let cancelled probes finish closing their sockets
@@ -176,6 +185,7 @@ async def one_run(variant: str, url: str, args: argparse.Namespace) -> dict[str,
         "cpu": cpu,
         "preempted": usage1.ru_nivcsw - usage0.ru_nivcsw,
         "warnings": counter.count,
+        "stop_lag_max": max(stop_lags) * 1000 if stop_lags else None,
         "abandoned": len(runner_module.ABANDONED),
     }
 
@@ -195,6 +205,7 @@ def _row(label: str, r: dict[str, Any]) -> list[str]:
         f"{r['cpu']:.2f}",
         f"{r['preempted']:,}",
         f"{r['warnings']:,}",
+        "—" if r["stop_lag_max"] is None else f"{r['stop_lag_max']:.0f}",
     ]
 
 
@@ -246,7 +257,7 @@ async def run(args: argparse.Namespace) -> int:
                 f"{med['max']:.0f}",
                 "",
                 f"{med['wall']:.3f}",
-                *[""] * 3,
+                *[""] * 4,
             ]
         )
     headers = [
@@ -263,6 +274,7 @@ async def run(args: argparse.Namespace) -> int:
         "CPU s",
         "preempted",
         "warnings",
+        "stop lag max ms",
     ]
     print()
     print(markdown_table(headers, rows, left=2))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -81,8 +82,8 @@ def _parse_reference(body: str) -> tuple[str, str]:
     name = body.removeprefix("env:")
     if not _ENV_NAME.fullmatch(name):
         raise SecretReferenceError(
-            f"invalid secret reference ${{{body}}}: use ${{NAME}} for an environment variable "
-            "or ${file:/path} for a file"
+            f"invalid secret reference ${{{_printable(body, 40)}}}: use ${{NAME}} for an "
+            "environment variable or ${file:/path} for a file"
         )
     return "env", name
 
@@ -170,6 +171,36 @@ def _reveal(value: Any) -> Any:
     return value
 
 
+_NO_STRINGS = (int, float, UUID, enum.Enum, type(None))
+"""Field value types that hold no string :meth:`IntegrationConfigBase.resolve` substitutes
+(``bool`` is an ``int``; a ``str`` enum is checked as a string first)."""
+
+
+def _may_hold_reference(value: Any) -> bool:
+    """False only when no string inside ``value`` contains ``${`` (so no reference, and no
+    ``$${`` escape, can be substituted); True for any type it does not know."""
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, SecretStr):
+        return "${" in value.get_secret_value()
+    if isinstance(value, _NO_STRINGS):
+        return False
+    if isinstance(value, list | tuple):
+        return any(_may_hold_reference(item) for item in value)
+    if isinstance(value, dict):
+        return any(_may_hold_reference(item) for item in value.values())
+    return True
+
+
+_PLAIN_TYPES = frozenset({bool, int, float, UUID, type(None)})
+"""Exact types of field values that never hold a string (a fast path of the check above)."""
+
+_SECRET_FIELD_NAMES: weakref.WeakKeyDictionary[type[Any], tuple[str, ...]] = (
+    weakref.WeakKeyDictionary()
+)
+""":meth:`IntegrationConfigBase.secret_field_names`, computed once per class."""
+
+
 def _annotation_has_secret(annotation: Any) -> bool:
     if annotation is SecretStr:
         return True
@@ -251,12 +282,19 @@ class IntegrationConfigBase(BaseModel):
 
     @classmethod
     def secret_field_names(cls) -> tuple[str, ...]:
-        """Names of the fields that hold secrets (``SecretStr``, possibly optional)."""
-        return tuple(
-            name
-            for name, field in cls.model_fields.items()
-            if _annotation_has_secret(field.annotation)
-        )
+        """Names of the fields that hold secrets (``SecretStr``, possibly optional).
+
+        A pure function of the class, computed once per class (the runner asks for every
+        check).
+        """
+        names = _SECRET_FIELD_NAMES.get(cls)
+        if names is None:
+            names = _SECRET_FIELD_NAMES[cls] = tuple(
+                name
+                for name, field in cls.model_fields.items()
+                if _annotation_has_secret(field.annotation)
+            )
+        return names
 
     def to_storage(self) -> dict[str, Any]:
         """A JSON-able dict of every field, secrets as their (unresolved) references.
@@ -273,7 +311,11 @@ class IntegrationConfigBase(BaseModel):
         for name in self.secret_field_names():
             raw = _reveal(getattr(self, name))
             for text in _iter_strings(raw):
-                if not find_references(text):
+                try:
+                    found = find_references(text)
+                except SecretReferenceError as exc:
+                    raise SecretReferenceError(f"field '{name}': {exc}") from None
+                if not found:
                     raise ConfigError(
                         f"field '{name}' holds a literal secret; write a reference instead, "
                         f"e.g. ${{{name.upper()}}} (environment variable) or "
@@ -306,7 +348,28 @@ class IntegrationConfigBase(BaseModel):
         """A copy with every reference replaced by its value, and the set of those values.
 
         Raises :class:`SecretReferenceError` (naming the variable or file, never a value).
+        A config with no ``${`` in any string field has nothing to substitute: it is returned
+        itself (it is frozen) with the values of its secret fields, without re-validating it
+        (``tests/unit/test_config_resolve.py`` proves that this equals the re-validated copy
+        for every registered integration type).
         """
+        fields = self.__dict__  # the field values (pydantic keeps nothing else there)
+        for value in fields.values():
+            kind = value.__class__
+            if kind is str:  # the common cases, inlined
+                if "${" in value:
+                    return self._resolve_by_validation(environ)
+            elif kind not in _PLAIN_TYPES and _may_hold_reference(value):
+                return self._resolve_by_validation(environ)
+        secret_values: set[str] = set()
+        for name in self.secret_field_names():
+            secret_values.update(s for s in _iter_strings(_reveal(fields[name])) if s)
+        return self, secret_values
+
+    def _resolve_by_validation(
+        self, environ: Mapping[str, str] | None = None
+    ) -> tuple[Self, set[str]]:
+        """:meth:`resolve` the long way: dump, substitute every reference, validate again."""
         resolver = ResolvedSecrets(environ)
         raw = _reveal(self.model_dump(mode="python"))
         substituted = _walk_strings(raw, resolver.substitute)
@@ -323,13 +386,41 @@ class IntegrationConfigBase(BaseModel):
         return resolved, secret_values
 
 
+_MAX_NAME = 60
+"""Longer field names (keys written by the user) are shortened in messages."""
+
+_GENERIC_MESSAGES = {
+    "uuid_parsing": "Input should be a valid UUID",
+    "url_parsing": "Input should be a valid URL",
+    "url_syntax_violation": "Input should be a valid URL",
+    "json_invalid": "Input should be valid JSON",
+    "date_parsing": "Input should be a valid date in the format YYYY-MM-DD",
+    "datetime_parsing": "Input should be a valid datetime",
+    "date_from_datetime_parsing": "Input should be a valid date or datetime",
+    "datetime_from_date_parsing": "Input should be a valid datetime or date",
+    "time_parsing": "Input should be in a valid time format",
+    "time_delta_parsing": "Input should be a valid timedelta",
+    "mapping_type": "Input should be a valid mapping",
+    "iteration_error": "Input should be iterable",
+    "bytes_invalid_encoding": "Input should be valid text",
+}
+"""Pydantic messages that quote part of the input (``…, found `x` at 1``), without the quote."""
+
+
+def _printable(text: str, limit: int = _MAX_NAME) -> str:
+    """``text`` on one line (control characters escaped), at most ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
             parts.append(f"[{item}]")
         else:
-            parts.append(("." if parts else "") + item)
+            parts.append(("." if parts else "") + _printable(str(item)))
     return "".join(parts)
 
 
@@ -342,14 +433,14 @@ def describe_error(error: ErrorDetails) -> str:
     """One problem as ``field 'a.b': message`` — never the offending input value."""
     if error["type"] == "union_tag_invalid":
         ctx = error.get("ctx", {})
-        return (
-            f"unknown integration_type '{ctx.get('tag')}'; known types: {ctx.get('expected_tags')}"
-        )
+        # only reached for a tag that is not text (a list, a number…): not worth quoting
+        return f"field 'integration_type': unknown type; known types: {ctx.get('expected_tags')}"
     if error["type"] == "union_tag_not_found":
         return "field 'integration_type': missing (it says which adapter checks this)"
-    msg = error["msg"].removeprefix("Value error, ")
+    msg = _GENERIC_MESSAGES.get(error["type"]) or error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         msg = "unknown field (check its spelling, or the integration_type)"
+    msg = _printable(msg, limit=400)
     where = _location(tuple(error["loc"]))
     return f"field '{where}': {msg}" if where else msg
 

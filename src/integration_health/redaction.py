@@ -39,6 +39,13 @@ _PATTERNS = [
 ]
 
 
+_NEEDLES = (":", "=", "earer")
+"""Every pattern above needs one of these in the text: ``[:=]`` (Authorization), ``earer``
+(case-sensitive, in ``[Bb]earer``), ``=`` (key=value), ``":`` (JSON) and ``://`` (URL). A
+string with none of them cannot match, so :meth:`Redactor.text` skips the regexes for it
+(dictionary keys, ``"HEAD"``, numbers as text: most of a result's strings)."""
+
+
 class Redactor:
     """Masks known secret values and secret-shaped substrings."""
 
@@ -52,6 +59,8 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
+        if ":" not in value and "=" not in value and "earer" not in value:  # see _NEEDLES
+            return value
         for pattern in _PATTERNS:
             value = pattern.sub(_mask, value)
         return value

@@ -2,11 +2,15 @@
 
 How the deadline holds whatever a check does
 --------------------------------------------
-Every check runs as its own task and is raced against its deadline with
-:func:`asyncio.wait`. When the deadline passes the runner cancels the task and **does not wait
-for it**: the result is recorded as ``unreachable``/``timeout`` at once. A check that swallows
+Every check runs as its own task and is raced against its deadline (the task's end and a
+``call_later`` timer wake the same future: :func:`asyncio.wait` without its bookkeeping). When
+the deadline passes the runner cancels the task and **does not wait for it**: the result is
+recorded as ``unreachable``/``timeout`` at once. A check that swallows
 :class:`asyncio.CancelledError` therefore cannot delay the run; it keeps running in the
-background (held in :data:`ABANDONED`, logged when it finally ends) until it returns.
+background (held in :data:`ABANDONED`) until it returns, and is logged if it ends more than
+:data:`IGNORED_CANCEL_WARN_S` after ``cancel()`` without raising ``CancelledError`` (or stops
+more than :data:`SLOW_STOP_WARN_S` after it) — measured from ``cancel()``, so that a burst of
+deadlines the loop reaches late produces no false warnings.
 
 A check whose ``check`` is a plain function (not ``async``), or an async check that hands
 blocking work to :func:`run_blocking`, runs in a daemon thread of its own. Python cannot kill a
@@ -68,7 +72,7 @@ class CheckOutcome(NamedTuple):
 
 
 ABANDONED: set[asyncio.Future[Any]] = set()
-"""Checks cancelled at their deadline that have not ended yet (they ignored cancellation)."""
+"""Checks cancelled (at their deadline, or with their run) that have not ended yet."""
 
 
 class _DefaultStore:
@@ -114,7 +118,23 @@ def _run_check(check: HealthCheck[Any], org_id: UUID, config: IntegrationConfigB
     return run_blocking(method, org_id, config)
 
 
-def _abandon(task: asyncio.Future[Any], label: str, deadline_s: float, started: float) -> None:
+IGNORED_CANCEL_WARN_S = 0.05
+"""A cancelled check that ends without raising ``CancelledError`` more than this long after
+``cancel()`` is logged as having ignored the cancellation."""
+SLOW_STOP_WARN_S = 1.0
+"""A cancelled check that does stop (raises ``CancelledError``) but only this long after
+``cancel()`` is logged as slow to stop. Generous on purpose: when many deadlines fall together,
+the loop itself takes a while to deliver every cancellation, and a check that honours it is
+not to blame for that."""
+
+
+def _abandon(task: asyncio.Future[Any], item: Integration, when: str) -> None:
+    """Cancel ``task`` without waiting for it; log it if it keeps running after ``cancel()``.
+
+    The overrun is measured from the ``cancel()`` call, not from the deadline, so a check that
+    stops promptly once cancelled is never reported, however late the loop got to it.
+    """
+    cancelled_at = time.monotonic()
     task.cancel()
     if task.done():
         return
@@ -122,16 +142,25 @@ def _abandon(task: asyncio.Future[Any], label: str, deadline_s: float, started: 
 
     def reap(done: asyncio.Future[Any]) -> None:
         ABANDONED.discard(done)
-        overrun = time.monotonic() - started - deadline_s
-        outcome = "cancelled" if done.cancelled() else "ended"
-        if not done.cancelled():
-            done.exception()  # retrieve it, so asyncio does not log "never retrieved"
-        if overrun > 0.05:
+        overrun = time.monotonic() - cancelled_at
+        if done.cancelled():
+            if overrun > SLOW_STOP_WARN_S:
+                log.warning(
+                    "check %s:%s stopped %.1f s after it was cancelled %s (slow to stop)",
+                    item.integration_type,
+                    item.integration_id,
+                    overrun,
+                    when,
+                )
+            return
+        done.exception()  # retrieve it, so asyncio does not log "never retrieved"
+        if overrun > IGNORED_CANCEL_WARN_S:
             log.warning(
-                "check %s %s %.1f s after its deadline (it ignored cancellation)",
-                label,
-                outcome,
+                "check %s:%s ended %.1f s after it was cancelled %s (it ignored cancellation)",
+                item.integration_type,
+                item.integration_id,
                 overrun,
+                when,
             )
 
     task.add_done_callback(reap)
@@ -171,21 +200,35 @@ async def _check_result(
         config, secrets = item.resolve(environ)
     except (ConfigError, UnknownIntegrationType) as exc:
         return HealthResult.unreachable(ErrorCode.CONFIG_INVALID, str(exc), 0)
-    redactor = Redactor(secrets)
-    label = f"{item.integration_type}:{item.integration_id}"
+    redactor = Redactor(secrets) if secrets else _NO_SECRETS
     started = time.monotonic()
+    loop = asyncio.get_running_loop()
     try:
         task: asyncio.Future[Any] = asyncio.ensure_future(_run_check(check, org_id, config))
     except Exception as exc:  # noqa: BLE001 - a check that fails before it even starts
         return _from_exception(exc, 0.0, redactor)
+    # The race of asyncio.wait({task}, timeout=…), without its sets and counters: whichever
+    # comes first, the task's end or the deadline, wakes ``waiter``.
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(timeout_s, wake)
     try:
-        done, _pending = await asyncio.wait({task}, timeout=timeout_s)
+        await waiter
     except asyncio.CancelledError:
-        _abandon(task, label, 0.0, started)
+        timer.cancel()
+        task.remove_done_callback(wake)
+        _abandon(task, item, "with its run")
         raise
+    timer.cancel()
     elapsed_ms = (time.monotonic() - started) * 1000
-    if not done:
-        _abandon(task, label, timeout_s, started)
+    if not task.done():
+        task.remove_done_callback(wake)
+        _abandon(task, item, "at its deadline")
         return HealthResult.unreachable(
             ErrorCode.TIMEOUT,
             f"No answer within {timeout_s:g} s: the host may be down or overloaded.",
@@ -209,6 +252,10 @@ async def _check_result(
         )
     result = apply_status_rules(config, result, rules)
     return _redact(result, redactor)
+
+
+_NO_SECRETS = Redactor()
+"""The redactor of a check without secrets (it still masks secret-shaped substrings)."""
 
 
 def _from_exception(exc: BaseException, elapsed_ms: float, redactor: Redactor) -> HealthResult:

@@ -1,0 +1,120 @@
+"""Redactor: secrets by value, secret-shaped substrings, and the regex-free fast path."""
+
+from __future__ import annotations
+
+import pytest
+
+from integration_health.redaction import _NEEDLES, _PATTERNS, REDACTED, Redactor, _mask
+
+
+def regexes_only(text: str) -> str:
+    """What the masking patterns make of ``text`` (no fast path, no known secrets)."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(_mask, text)
+    return text
+
+
+# Strings a result's error or details may hold: near misses of every pattern, strings with
+# exactly one of the needles, case and Unicode tricks, and plain ones the fast path skips.
+TRICKY = [
+    "",
+    "HEAD",
+    "GET",
+    "200",
+    "0.42",
+    "dns_ms",
+    "phases",
+    "head_fallback",
+    "no secrets here",
+    "über café ünïcode ✓",
+    "Bearer abcdefgh12345678",  # only "earer": pattern 2 alone
+    "bearer abcdefgh12345678",
+    "a bearer\tabcdefgh12345678~+/==",
+    "BEARER abcdefgh12345678",  # pattern 2 is case-sensitive: not masked either way
+    "Bearer short",  # under 8 characters: not masked
+    "xBearer abcdefgh12345678",  # no word boundary
+    "token abcdefgh12345678",  # looks secret, but no pattern matches without : or =
+    "password hunter2",
+    "Authorization Bearer abcdefgh12345678",
+    "Authorization: Bearer abc.def-ghi",
+    "authorization=abc",
+    "AUTHORIZATION:xyz",
+    "\"Authorization\": 'Basic dXNlcjpwYXNz'",
+    "token=abc123",
+    "?access_token=abc&x=1",
+    "api-key=xyz;next",
+    "ApiKey=xyz",
+    "mytoken=abc",  # no word boundary before "token"
+    "sig=deadbeef",
+    '{"password": "hunter2"}',
+    '{"client_secret":"x", "other": "y"}',
+    '{"token" : "spaced"}',
+    "https://user:pa55@host/path",
+    "postgres://u:p@db:5432/x",
+    "sftp://user@host:22/path",  # no password: nothing to mask
+    "user@host",
+    "a:b",
+    "x=y",
+    "time: 12:30",
+    "ｔｏｋｅｎ＝abc",  # full-width letters and equals sign: not the ASCII shapes
+    "token＝abc",
+    "Ke\u212ay=abc",  # KELVIN SIGN folds to "k" under (?i)
+    "\u0130token=abc",
+    "line one\ntoken=abc\nline three",
+    "x" * 5_000 + " Bearer abcdefgh12345678",
+    "x" * 5_000,
+]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_fast_path_gives_what_the_regexes_give(text: str) -> None:
+    """Skipping the regexes for strings without ':', '=' or 'earer' never changes a result."""
+    assert Redactor().text(text) == regexes_only(text)
+    assert Redactor(["unrelated-secret"]).text(text) == regexes_only(text)
+
+
+@pytest.mark.parametrize("text", [t for t in TRICKY if not any(n in t for n in _NEEDLES)])
+def test_strings_without_needles_match_no_pattern(text: str) -> None:
+    """A string with none of the needles matches none of the patterns (the fast path's premise)."""
+    assert not any(pattern.search(text) for pattern in _PATTERNS)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("Bearer abcdefgh12345678", f"Bearer {REDACTED}"),
+        ("Authorization: Bearer abc.def", f"Authorization: {REDACTED}"),
+        ("call?token=abc123&page=2", f"call?token={REDACTED}&page=2"),
+        ('{"password": "hunter2"}', f'{{"password": "{REDACTED}"}}'),
+        ("https://user:pa55@host/p", f"https://user:{REDACTED}@host/p"),
+    ],
+)
+def test_each_needle_still_reaches_its_pattern(text: str, masked: str) -> None:
+    """Each needle ('earer', ':', '=') lets its pattern mask what it must."""
+    assert Redactor().text(text) == masked
+
+
+def test_known_secrets_are_masked_longest_first_and_short_ones_ignored() -> None:
+    """Known values are replaced wherever they occur, even without any needle."""
+    redactor = Redactor(["abc", "s3cret-value", "s3cret-value-long"])
+    assert redactor.text("got s3cret-value-long and s3cret-value") == (
+        f"got {REDACTED} and {REDACTED}"
+    )
+    assert redactor.text("abc stays") == "abc stays"  # shorter than MIN_SECRET_LENGTH
+
+
+def test_obj_masks_keys_values_and_nested_containers() -> None:
+    """Every string of a JSON-like value is masked, dictionary keys included."""
+    redactor = Redactor(["s3cret-value"])
+    value = {
+        "s3cret-value": 1,
+        "nested": [{"url": "https://u:pw@h/"}, ("Bearer abcdefgh12345678",)],
+        "n": 2.5,
+        "plain": "HEAD",
+    }
+    assert redactor.obj(value) == {
+        REDACTED: 1,
+        "nested": [{"url": f"https://u:{REDACTED}@h/"}, [f"Bearer {REDACTED}"]],
+        "n": 2.5,
+        "plain": "HEAD",
+    }
