@@ -30,6 +30,7 @@ import asyncio
 import contextvars
 import ipaddress
 import json
+import re
 import socket
 import ssl
 import time
@@ -55,7 +56,29 @@ if TYPE_CHECKING:
 
     from ..settings import Settings
 
-__all__ = ["HttpClient", "HttpResponse", "is_public_address"]
+__all__ = ["HttpClient", "HttpResponse", "http_base_url", "is_public_address"]
+
+
+def http_base_url(value: str, *, api_suffix: str | re.Pattern[str] | None = None) -> str:
+    """A config URL validator: http(s) (or a ``${…}`` reference), no trailing slash.
+
+    ``api_suffix`` (a path such as ``/v2`` or a pattern) is removed from the end, repeatedly,
+    so a pasted API URL gives the base URL — and validating the result again changes nothing
+    (``https://x/v2/v2/`` and ``https://x//v2`` both give ``https://x``).
+    """
+    value = value.strip().rstrip("/")
+    if not value.startswith(("http://", "https://", "${")):
+        raise ValueError("must be an http:// or https:// URL")
+    while api_suffix is not None:
+        if isinstance(api_suffix, str):
+            shorter = value.removesuffix(api_suffix).rstrip("/")
+        else:
+            shorter = api_suffix.sub("", value).rstrip("/")
+        if shorter == value:
+            break
+        value = shorter
+    return value
+
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..model import ErrorCode
-from ._http import HttpClient, HttpResponse
+from ._http import HttpClient, HttpResponse, http_base_url
 from ._oauth import TokenRequestFailed
 from ._results import parse_retry_after
 from ._tokens import Token, TokenCache, credential_key
@@ -62,14 +62,6 @@ log = logging.getLogger(__name__)
 VENDOR_MESSAGE_MAX = 200
 DEFAULT_EXPIRES_IN_S = 3600.0
 _TRY_AGAIN = re.compile(r"(?i)try again in\s+(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b")
-
-
-def http_base_url(value: str) -> str:
-    """A config URL validator: http(s) (or a ``${…}`` reference), no trailing slash."""
-    value = value.strip().rstrip("/")
-    if not value.startswith(("http://", "https://", "${")):
-        raise ValueError("must be an http:// or https:// URL")
-    return value
 
 
 def retry_after_in_text(text: str) -> float | None:

@@ -51,7 +51,7 @@ from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
-from ._http import HttpClient, HttpResponse
+from ._http import HttpClient, HttpResponse, http_base_url
 from ._oauth import ClientCredentials, OAuthClient, TokenRequestFailed
 from ._results import parse_retry_after, vendor_failure
 from ._tokens import Token
@@ -86,10 +86,7 @@ class DataverseConfig(IntegrationConfigBase):
     @field_validator("environment_url", "authority_url")
     @classmethod
     def _urls(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://", "${")):
-            raise ValueError("must be an http:// or https:// URL")
-        return _API_SUFFIX.sub("", value)
+        return http_base_url(value, api_suffix=_API_SUFFIX)
 
     @field_validator("tenant_id")
     @classmethod

@@ -46,7 +46,7 @@ from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
-from ._http import HttpClient, HttpResponse
+from ._http import HttpClient, HttpResponse, http_base_url
 from ._results import parse_retry_after, vendor_failure
 from ._tokens import credential_key
 
@@ -68,10 +68,7 @@ class FikenConfig(IntegrationConfigBase):
     @field_validator("base_url")
     @classmethod
     def _http_base_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://", "${")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.removesuffix("/api/v2")
+        return http_base_url(value, api_suffix="/api/v2")
 
 
 class FikenCheck:

@@ -62,7 +62,7 @@ from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
-from ._http import HttpClient, HttpResponse
+from ._http import HttpClient, HttpResponse, http_base_url
 from ._oauth import ClientCredentials, OAuthClient, Pace, TokenRequestFailed
 from ._results import parse_retry_after, vendor_failure
 from ._tokens import Token, credential_key
@@ -102,10 +102,7 @@ class PowerOfficeGoConfig(IntegrationConfigBase):
     @field_validator("base_url")
     @classmethod
     def _http_base_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://", "${")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.removesuffix("/v2")
+        return http_base_url(value, api_suffix="/v2")
 
 
 def _names(value: Any) -> list[str]:

@@ -54,7 +54,7 @@ from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
-from ._http import HttpClient, HttpResponse
+from ._http import HttpClient, HttpResponse, http_base_url
 from ._results import vendor_failure
 from ._tokens import Token, TokenCache, credential_key
 
@@ -85,12 +85,7 @@ class TripletexConfig(IntegrationConfigBase):
     @field_validator("base_url")
     @classmethod
     def _http_base_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://", "${")):
-            raise ValueError("must be an http:// or https:// URL")
-        if value.endswith("/v2"):
-            value = value.removesuffix("/v2")
-        return value
+        return http_base_url(value, api_suffix="/v2")
 
 
 class _Rejected(Exception):

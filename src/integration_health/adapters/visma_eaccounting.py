@@ -91,8 +91,7 @@ class VismaEAccountingConfig(IntegrationConfigBase):
     @field_validator("base_url", "token_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        value = http_base_url(value)
-        return value.removesuffix("/v2")
+        return http_base_url(value, api_suffix="/v2")
 
     @field_validator("refresh_token_file")
     @classmethod

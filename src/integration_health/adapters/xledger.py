@@ -56,7 +56,7 @@ from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
 from ..transport_errors import ProbeFailure, classify_exception
-from ._http import HttpClient, HttpResponse
+from ._http import HttpClient, HttpResponse, http_base_url
 from ._results import parse_retry_after, result_for_http_status
 
 __all__ = ["ADAPTER", "XledgerCheck", "XledgerConfig"]
@@ -114,10 +114,7 @@ class XledgerConfig(IntegrationConfigBase):
     @field_validator("base_url")
     @classmethod
     def _http_base_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://", "${")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.removesuffix("/graphql")
+        return http_base_url(value, api_suffix="/graphql")
 
     @model_validator(mode="after")
     def _token_for_auth_probe(self) -> Self:
