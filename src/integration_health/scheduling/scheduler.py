@@ -49,7 +49,15 @@ from ..errors import StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthResult, HealthStatus, utcnow
 from ..policy import IntegrationState, StatusRules, next_state
 from ..runner import CheckOutcome, execute_checks
-from ..store.base import INITIAL_SLOT, ResultWrite, SlotClaim, StatusRecord, Store, TypeMode
+from ..store.base import (
+    INITIAL_SLOT,
+    DueCheck,
+    ResultWrite,
+    SlotClaim,
+    StatusRecord,
+    Store,
+    TypeMode,
+)
 from .planner import Candidate, Plan, PlannedCheck, plan_checks, rate_limit_switch
 
 __all__ = [
@@ -203,6 +211,7 @@ class Scheduler:
         """When the last pass completed (the heartbeat ``/healthz`` reads)."""
         self.last_error: str | None = None
         self._starts: defaultdict[str, deque[datetime]] = defaultdict(deque)
+        self._upcoming: tuple[datetime, list[DueCheck]] | None = None
         self._last_activity: dict[str, float] = {}
         self._buffer: deque[tuple[datetime, ResultWrite]] = deque()
         self._dropped = 0
@@ -351,7 +360,13 @@ class Scheduler:
         self, at: datetime, report: PassReport
     ) -> tuple[Plan, dict[UUID, IntegrationState | None]]:
         """Load due checks and plan them; returns the plan and each one's previous state."""
-        due = await self.store.list_due(at, limit=self.options.batch_size * 4)
+        # One query serves planning and warm-up: the checks due by the end of the warm-up
+        # window, earliest first; those due now come first, the rest are only warmed up.
+        upcoming = await self.store.list_due(
+            at + timedelta(seconds=self.options.warmup_s), limit=self.options.batch_size * 4
+        )
+        self._upcoming = (at, upcoming[: self.options.batch_size])
+        due = [d for d in upcoming if d.slot_at <= at]
         modes = await self._current_modes(at)
         candidates = [Candidate(self.registry.from_record(d.integration), d.status) for d in due]
         plan = plan_checks(
@@ -423,10 +438,17 @@ class Scheduler:
         return budgets
 
     async def warm_up(self, at: datetime) -> None:
-        """Warm up the checks due within ``options.warmup_s`` of ``at``."""
-        soon = await self.store.list_due(
-            at + timedelta(seconds=self.options.warmup_s), limit=self.options.batch_size
-        )
+        """Warm up the checks due within ``options.warmup_s`` of ``at``.
+
+        After :meth:`plan` for the same ``at`` this reuses what planning read.
+        """
+        if self._upcoming is not None and self._upcoming[0] == at:
+            soon = self._upcoming[1]
+            self._upcoming = None
+        else:
+            soon = await self.store.list_due(
+                at + timedelta(seconds=self.options.warmup_s), limit=self.options.batch_size
+            )
         items = [self.registry.from_record(d.integration) for d in soon]
         configs = [i for i in items if isinstance(i, IntegrationConfigBase)]
         if configs:
@@ -455,8 +477,10 @@ class Scheduler:
             1 for d in drift.values() if d is not None and d > self.options.drift_warning_s
         )
         self._note_cold_starts(to_run)
+        budgeted = self.options.budgets_per_minute
         for p in to_run:
-            self._starts[p.integration.integration_type].append(at)
+            if p.integration.integration_type in budgeted:  # only budgets read the starts
+                self._starts[p.integration.integration_type].append(at)
         outcomes = await execute_checks(
             [p.integration for p in to_run],
             registry=self.registry,
