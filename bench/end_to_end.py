@@ -1,0 +1,668 @@
+"""Sustained end-to-end throughput: the scheduler with PostgreSQL, against the runner alone.
+
+``--integrations`` generic ``http`` integrations, spread over ``--orgs`` organisations, each
+with its own URL on one fake HTTP server (``raw`` kind, see ``_servers.py``; a process of its
+own, real sockets on 127.0.0.1). The script creates a PostgreSQL template database on the
+server at ``--postgres`` (a role that may create databases and roles), applies the schema with
+the project's own ``PostgresStore.upgrade()`` and imports the integrations into it (not
+timed); each timed run then gets a fresh clone of it (``create database … template …``), so
+**every integration is due at once** (never checked), and every database is dropped at the
+end. Variants, each in fresh Python processes, alternated over ``--rounds``:
+
+- ``runner``: the integrations are loaded from the template database (not timed), then
+  ``execute_checks(…)`` — the runner's core, which the scheduler itself calls — checks them
+  all at ``--concurrency``, without any store: the ceiling;
+- ``scheduler+pg``: one in-process ``Scheduler(PostgresStore, registry,
+  options=SchedulerOptions(batch_size=--batch))`` runs ``run_pass()`` back to back until
+  nothing is due: per pass, list the due checks, plan, warm up, claim the slots, run the
+  checks (``Settings.concurrency`` = ``--concurrency``), write the status and history rows
+  completing each slot in the same transaction; the time is from the first pass to the last
+  write;
+- ``scheduler+pg×P`` (``--processes P`` > 1): P such schedulers in P processes on the same
+  database, started together; throughput = all results written / (last end − first start).
+
+Both kinds of child run ``gc.collect(); gc.freeze()`` after set-up, as ``integration-health
+scheduler`` does. After each scheduler run the script counts, with SQL, the status rows,
+history rows and completed slots, which must all equal the number of integrations.
+
+Columns: ``checks/s`` (wall), ``CPU µs/check`` of the Python process(es), ``PG CPU µs/check``
+(the PostgreSQL backends serving the run's connections, from ``/proc/<pid>/stat``; the WAL
+writer and checkpointer are not included), ``process CPU`` (share of one core), ``passes``.
+The 1M-per-15-min target needs 1,111 checks/s per machine; the verdict lines say how far one
+process gets and how many would be needed at the measured CPU cost.
+
+    .venv/bin/python bench/end_to_end.py     # 10,000 integrations, 100 orgs, concurrency 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from uuid import UUID
+
+from _servers import ServerProcess, markdown_table, raise_fd_limit
+
+SCRIPT = str(Path(__file__).resolve())
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGET_PER_S = 1_000_000 / (15 * 60)  # 1M checks per 15 min
+CHILD_KINDS = ("runner", "scheduler")
+COUNTED = ("status", "history", "slots done")
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg", encoding="ascii") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def _proc_cpu_seconds(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _db_url(admin_url: str, name: str) -> str:
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+
+
+# -- children ----------------------------------------------------------------------------------
+
+
+def _settings(concurrency: int) -> Any:
+    from integration_health import Settings  # noqa: PLC0415
+
+    return Settings(allow_private_networks=True, concurrency=concurrency)
+
+
+async def _wait_line() -> str:
+    return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+class _TimedStore:
+    """Delegates to a store, adding up the wall time spent in each of its async methods.
+
+    Only observes: the scheduler gets the same store behaviour, plus one ``perf_counter``
+    pair per store call (a few per pass).
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.seconds: defaultdict[str, float] = defaultdict(float)
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await attr(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+
+        return timed
+
+
+def _freeze() -> None:
+    gc.collect()
+    gc.freeze()
+
+
+async def _child_runner(args: argparse.Namespace) -> dict[str, Any]:
+    from integration_health import HealthStatus, default_registry  # noqa: PLC0415
+    from integration_health.policy import StatusRules  # noqa: PLC0415
+    from integration_health.runner import execute_checks  # noqa: PLC0415
+    from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
+
+    settings = _settings(args.concurrency)
+    registry = default_registry(settings)
+    store = await PostgresStore.open(args.db)
+    try:
+        records = await store.list_integrations()
+    finally:
+        await store.aclose()
+    items = [registry.from_record(r) for r in records]
+    _freeze()
+    print("READY", flush=True)
+    await _wait_line()
+    async with registry:
+        wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
+        outcomes = await execute_checks(
+            items,
+            registry=registry,
+            timeout_s=settings.timeout_s,
+            concurrency=settings.concurrency,
+            rules=StatusRules(settings.degraded_latency_ms),
+        )
+        elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    kinds = Counter(
+        "ok"
+        if o.result.status is HealthStatus.HEALTHY
+        else f"{o.result.status.value}/{o.result.error_code}"
+        for o in outcomes
+    )
+    return {
+        "start": wall0,
+        "end": wall0 + elapsed,
+        "cpu_s": cpu,
+        "checks": len(outcomes),
+        "ok": kinds.pop("ok", 0),
+        "other": dict(kinds),
+        "passes": 1,
+    }
+
+
+async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
+    from integration_health import HealthStatus, default_registry  # noqa: PLC0415
+    from integration_health.scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
+    from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
+
+    settings = _settings(args.concurrency)
+    registry = default_registry(settings)
+    store = await PostgresStore.open(args.db)
+    try:
+        timed = _TimedStore(store)
+        scheduler = Scheduler(timed, registry, options=SchedulerOptions(batch_size=args.batch))
+        await store.ping()
+        _freeze()
+        print("READY", flush=True)
+        await _wait_line()
+        kinds: Counter[str] = Counter()
+        passes = idle = 0
+        async with registry:
+            wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
+            while True:
+                report = await scheduler.run_pass()
+                passes += 1
+                for o in report.outcomes:
+                    kinds[
+                        "ok"
+                        if o.result.status is HealthStatus.HEALTHY
+                        else f"{o.result.status.value}/{o.result.error_code}"
+                    ] += 1
+                report.outcomes.clear()
+                if report.due == 0:
+                    break
+                if report.ran == 0:  # everything due is claimed by another scheduler
+                    idle += 1
+                    await asyncio.sleep(0.02)
+                if time.monotonic() - t0 > args.max_seconds:
+                    raise RuntimeError(f"not finished after {args.max_seconds} s")
+            elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        print("DONE", flush=True)  # the parent reads the backends' CPU while they still exist
+        await _wait_line()
+    finally:
+        await store.aclose()
+    return {
+        "start": wall0,
+        "end": wall0 + elapsed,
+        "cpu_s": cpu,
+        "checks": sum(kinds.values()),
+        "ok": kinds.pop("ok", 0),
+        "other": dict(kinds),
+        "passes": passes,
+        "idle_passes": idle,
+        "store_s": dict(timed.seconds),
+        "store_calls": dict(timed.calls),
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one child (``runner`` or ``scheduler``) and print its measurements as JSON."""
+    raise_fd_limit()
+    logging_off()
+    runner = _child_runner if args.child == "runner" else _child_scheduler
+    result = asyncio.run(runner(args))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def logging_off() -> None:
+    """Drift and cold-start lines are expected here (every slot is the initial one)."""
+    import logging  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.ERROR)
+
+
+# -- the parent --------------------------------------------------------------------------------
+
+
+class Child:
+    """One child process, driven line by line (READY → go → [DONE → go] → RESULT)."""
+
+    def __init__(self, kind: str, db: str, args: argparse.Namespace, log_dir: str) -> None:
+        self.kind = kind
+        self.db = db
+        self.args = args
+        self.log = Path(log_dir) / f"{kind}-{uuid.uuid4().hex[:8]}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        command = [
+            sys.executable,
+            SCRIPT,
+            "--child",
+            self.kind,
+            "--db",
+            self.db,
+            "--concurrency",
+            str(self.args.concurrency),
+            "--batch",
+            str(self.args.batch),
+            "--max-seconds",
+            str(self.args.max_seconds),
+        ]
+        with self.log.open("wb") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err
+            )
+
+    async def expect(self, word: str) -> str:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        while True:
+            line = (await self.proc.stdout.readline()).decode()
+            if not line:
+                await self.proc.wait()
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the {self.kind} child exited before {word}:\n{tail}")
+            if line.startswith(word):
+                return line[len(word) :].strip()
+
+    def go(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+
+    async def finish(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(await self.expect("RESULT"))
+        assert self.proc is not None
+        await self.proc.wait()
+        return result
+
+
+class Postgres:
+    """Admin connection: template and per-run databases, backend CPU, row counts."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.created: list[str] = []
+
+    def execute(self, sql: str, params: Any = None, *, db: str | None = None) -> list[Any]:
+        import psycopg  # noqa: PLC0415
+
+        url = self.admin_url if db is None else _db_url(self.admin_url, db)
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def create(self, name: str, template: str | None = None) -> str:
+        suffix = f' template "{template}"' if template else ""
+        self.execute(f'create database "{name}"{suffix}')
+        self.created.append(name)
+        return name
+
+    def drop(self, name: str) -> None:
+        self.execute(f'drop database if exists "{name}" with (force)')
+        if name in self.created:
+            self.created.remove(name)
+
+    def drop_all(self) -> None:
+        for name in list(self.created):
+            with contextlib.suppress(Exception):
+                self.drop(name)
+
+    def backend_cpu(self, db: str) -> dict[int, float]:
+        rows = self.execute("select pid from pg_stat_activity where datname = %s", (db,))
+        cpu = {}
+        for (pid,) in rows:
+            used = _proc_cpu_seconds(pid)
+            if used is not None:
+                cpu[pid] = used
+        return cpu
+
+    def counts(self, db: str) -> dict[str, int]:
+        queries = {
+            "status": "select count(*) from public.integration_health_status",
+            "history": "select count(*) from public.integration_health_history",
+            "healthy": "select count(*) from public.integration_health_status"
+            " where status = 'healthy'",
+        }
+        found = {key: int(self.execute(sql, db=db)[0][0]) for key, sql in queries.items()}
+        slots = self.execute("select to_regclass('public.integration_check_runs')", db=db)[0][0]
+        if slots is not None:
+            found["slots done"] = int(
+                self.execute(
+                    "select count(*) from public.integration_check_runs where state = 'done'",
+                    db=db,
+                )[0][0]
+            )
+        return found
+
+
+async def _prepare(pg: Postgres, server_url: str, args: argparse.Namespace) -> str:
+    """Create the template database: schema via the project's store code, integrations."""
+    from integration_health.adapters.http import HttpConfig  # noqa: PLC0415
+    from integration_health.integrations_file import to_records  # noqa: PLC0415
+    from integration_health.store.base import Organization  # noqa: PLC0415
+    from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
+
+    name = pg.create(f"ih_bench_e2e_tpl_{uuid.uuid4().hex[:12]}")
+    orgs = [
+        Organization(UUID(int=0xE2E0_0000_0000_4000_8000_0000_0000_0000 + i), f"Org {i}")
+        for i in range(args.orgs)
+    ]
+    items = [
+        HttpConfig(
+            integration_id=uuid.uuid4(),
+            org_id=orgs[i % len(orgs)].id,
+            name=f"e2e {i}",
+            url=f"{server_url}/health/{i}",
+        )
+        for i in range(args.integrations)
+    ]
+    store = await PostgresStore.open(_db_url(pg.admin_url, name))
+    try:
+        await store.upgrade()
+        await store.import_definitions(orgs, [], to_records(items))
+    finally:
+        await store.aclose()
+    return name
+
+
+async def _run_variant(
+    pg: Postgres, template: str, processes: int, kind: str, args: argparse.Namespace, logs: str
+) -> dict[str, Any]:
+    db = (
+        template
+        if kind == "runner"
+        else pg.create(f"ih_bench_e2e_{uuid.uuid4().hex[:12]}", template)
+    )
+    try:
+        children = [Child(kind, _db_url(pg.admin_url, db), args, logs) for _ in range(processes)]
+        for c in children:
+            await c.start()
+        for c in children:
+            await c.expect("READY")
+        pg_before = {} if kind == "runner" else pg.backend_cpu(db)
+        for c in children:
+            c.go()
+        pg_cpu = None
+        if kind == "scheduler":
+            for c in children:
+                await c.expect("DONE")
+            pg_after = pg.backend_cpu(db)
+            pg_cpu = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
+            for c in children:
+                c.go()
+        results = [await c.finish() for c in children]
+        counts = pg.counts(db) if kind == "scheduler" else {}
+    finally:
+        if db != template:
+            pg.drop(db)
+    other: Counter[str] = Counter()
+    for r in results:
+        other.update(r["other"])
+    return {
+        "checks": sum(r["checks"] for r in results),
+        "ok": sum(r["ok"] for r in results),
+        "other": dict(other),
+        "elapsed_s": max(r["end"] for r in results) - min(r["start"] for r in results),
+        "cpu_s": sum(r["cpu_s"] for r in results),
+        "pg_cpu_s": pg_cpu,
+        "passes": "/".join(str(r["passes"]) for r in results),
+        "idle": sum(r.get("idle_passes", 0) for r in results),
+        "store_s": sum((Counter(r.get("store_s", {})) for r in results), Counter()),
+        "store_calls": sum((Counter(r.get("store_calls", {})) for r in results), Counter()),
+        "counts": counts,
+    }
+
+
+def _label(kind: str, processes: int) -> str:
+    name = "runner" if kind == "runner" else "scheduler+pg"
+    return name if processes == 1 else f"{name}×{processes}"
+
+
+async def parent(args: argparse.Namespace) -> int:
+    soft, _hard = raise_fd_limit()
+    if soft < args.concurrency * 2 * max(1, args.processes) + 256:
+        print(f"file-descriptor limit {soft} is too low for --concurrency", file=sys.stderr)
+        return 2
+    pg = Postgres(args.postgres)
+    try:
+        version = pg.execute("show server_version")[0][0]
+    except Exception as exc:  # noqa: BLE001 - any driver error: one clear line, no traceback
+        print(f"end_to_end: cannot reach PostgreSQL at --postgres: {exc}", file=sys.stderr)
+        return 2
+    variants: list[tuple[str, int]] = [("runner", 1), ("scheduler", 1)]
+    if args.processes > 1:
+        variants.append(("scheduler", args.processes))
+    print(
+        f"# end_to_end: {args.integrations:,} http integrations in {args.orgs} orgs, concurrency"
+        f" {args.concurrency}, scheduler batch {args.batch}, {args.rounds} rounds (order"
+        f" alternated); PostgreSQL {version}; Python {platform.python_version()},"
+        f" {len(os.sched_getaffinity(0))} CPUs, loadavg {_loadavg()}"
+    )
+    runs: list[tuple[str, str, dict[str, Any]]] = []
+    try:
+        with ServerProcess("raw") as server, tempfile.TemporaryDirectory() as logs:
+            t0 = time.monotonic()
+            template = await _prepare(pg, server.url, args)
+            print(f"  template database ready in {time.monotonic() - t0:.1f} s", flush=True)
+            for rnd in range(args.rounds):
+                order = variants if rnd % 2 == 0 else variants[::-1]
+                for kind, processes in order:
+                    load = _loadavg()
+                    run = await _run_variant(pg, template, processes, kind, args, logs)
+                    run["loadavg"] = load
+                    label = _label(kind, processes)
+                    runs.append((f"round {rnd + 1}", label, run))
+                    print(
+                        f"  round {rnd + 1} {label:<16}"
+                        f" {run['checks'] / run['elapsed_s']:8,.0f} checks/s {run['counts']}",
+                        flush=True,
+                    )
+    finally:
+        pg.drop_all()
+    _report(runs, [_label(k, p) for k, p in variants], args)
+    return 0
+
+
+def _report(
+    runs: list[tuple[str, str, dict[str, Any]]], labels: list[str], args: argparse.Namespace
+) -> None:
+    headers = [
+        "round",
+        "variant",
+        "checks",
+        "ok",
+        "other",
+        "seconds",
+        "checks/s",
+        "CPU µs/check",
+        "PG CPU µs/check",
+        "process CPU",
+        "passes",
+        "rows status/history/slots",
+        "loadavg 1/5/15",
+    ]
+    rows = []
+    for label, variant, run in runs:
+        counts = run["counts"]
+        rows.append(
+            [
+                label,
+                variant,
+                f"{run['checks']:,}",
+                f"{run['ok']:,}",
+                ", ".join(f"{k} {v}" for k, v in sorted(run["other"].items())) or "—",
+                f"{run['elapsed_s']:.2f}",
+                f"{run['checks'] / run['elapsed_s']:,.0f}",
+                f"{run['cpu_s'] / run['checks'] * 1e6:,.0f}",
+                f"{run['pg_cpu_s'] / run['checks'] * 1e6:,.0f}"
+                if run["pg_cpu_s"] is not None
+                else "—",
+                f"{100 * run['cpu_s'] / run['elapsed_s']:.0f} %",
+                run["passes"],
+                "/".join(
+                    f"{counts[k]:,}" for k in ("status", "history", "slots done") if k in counts
+                )
+                or "—",
+                run["loadavg"],
+            ]
+        )
+    rate: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    pg_cpu: dict[str, float] = {}
+    for variant in labels:
+        mine = [run for _, v, run in runs if v == variant]
+        rate[variant] = statistics.median(r["checks"] / r["elapsed_s"] for r in mine)
+        cpu[variant] = statistics.median(r["cpu_s"] / r["checks"] * 1e6 for r in mine)
+        pgs = [r["pg_cpu_s"] / r["checks"] * 1e6 for r in mine if r["pg_cpu_s"] is not None]
+        pg_cpu[variant] = statistics.median(pgs) if pgs else 0.0
+        rows.append(
+            [
+                "median",
+                variant,
+                "",
+                "",
+                "",
+                "",
+                f"{rate[variant]:,.0f}",
+                f"{cpu[variant]:,.0f}",
+                f"{pg_cpu[variant]:,.0f}" if pgs else "—",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    print()
+    print(markdown_table(headers, rows, left=2))
+    print()
+    _phases(runs)
+    ratio = rate["scheduler+pg"] / rate["runner"]
+    print(
+        f"scheduler+pg / runner (medians): {ratio:.2f}× — "
+        f"{'meets' if ratio >= 0.8 else 'MISSES'} the ≥ 0.8× target"
+    )
+    one = rate["scheduler+pg"]
+    print(
+        f"one scheduler process: {one:,.0f} checks/s = {one * 900:,.0f} per 15 min — "
+        f"{'reaches' if one >= TARGET_PER_S else 'does NOT reach'} {TARGET_PER_S:,.0f} checks/s"
+    )
+    per_core = 1e6 / (cpu["scheduler+pg"] + pg_cpu["scheduler+pg"])
+    print(
+        f"CPU cost per check (Python + PostgreSQL backends): "
+        f"{cpu['scheduler+pg'] + pg_cpu['scheduler+pg']:,.0f} µs → at most {per_core:,.0f} "
+        f"checks/s per fully used core; {TARGET_PER_S:,.0f} checks/s needs ≈ "
+        f"{math.ceil(TARGET_PER_S / per_core)} such cores (plus the targets' and the network's "
+        f"share), i.e. ≥ {math.ceil(TARGET_PER_S / one)} scheduler processes/workers at this "
+        "process's measured rate"
+    )
+    for variant in labels[2:]:
+        print(f"{variant} / scheduler+pg (medians): {rate[variant] / one:.2f}×")
+    failed = [run for _, _, run in runs if run["ok"] != run["checks"]]
+    wrong = [
+        run
+        for _, _, run in runs
+        if run["counts"] and set(run["counts"].values()) != {args.integrations}
+    ]
+    if failed:
+        print(f"WARNING: {len(failed)} run(s) had checks that did not succeed (see the table)")
+    if wrong:
+        print(
+            f"WARNING: {len(wrong)} scheduler run(s) did not write one row of each kind per check"
+        )
+
+
+def _phases(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Where a scheduler run's wall time went: store calls, and the rest (checks, planning)."""
+    main_calls = ("list_due", "claim_slots", "record_results")
+    headers = ["round", "variant", "seconds", *(f"{m} s (calls)" for m in main_calls)]
+    headers += ["other store s", "rest s (checks, planning, results)"]
+    rows = []
+    for label, variant, run in runs:
+        if not run["store_s"]:
+            continue
+        spent: Counter[str] = run["store_s"]  # of float seconds, summed with Counter
+        calls: Counter[str] = run["store_calls"]
+        processes = len(run["passes"].split("/"))
+        total = run["elapsed_s"] * processes
+        other = sum(v for k, v in spent.items() if k not in main_calls)
+        rows.append(
+            [
+                label,
+                variant,
+                f"{total:.2f}"
+                + (f" ({processes} × {run['elapsed_s']:.2f})" if processes > 1 else ""),
+                *(f"{spent[m]:.2f} ({calls[m]})" for m in main_calls),
+                f"{other:.2f}",
+                f"{total - sum(spent.values()):.2f}",
+            ]
+        )
+    if rows:
+        print(markdown_table(headers, rows, left=2))
+        print()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Defaults take about 3 minutes on 2 cores."
+    )
+    parser.add_argument("--integrations", type=int, default=10_000, help="checks per run (10000)")
+    parser.add_argument("--orgs", type=int, default=100, help="organisations (100)")
+    parser.add_argument("--concurrency", type=int, default=100, help="checks in flight (100)")
+    parser.add_argument("--batch", type=int, default=1_000, help="scheduler batch_size (1000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (3)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="also run P schedulers on one database (off)"
+    )
+    parser.add_argument("--postgres", default=DEFAULT_PG, help=f"admin URL ({DEFAULT_PG})")
+    parser.add_argument("--max-seconds", type=float, default=900, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=CHILD_KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.integrations, args.orgs, args.concurrency, args.batch, args.rounds) < 1:
+        parser.error("--integrations, --orgs, --concurrency, --batch, --rounds must be positive")
+    if args.processes < 1:
+        parser.error("--processes must be positive")
+    if args.child and not args.db:
+        parser.error("--child needs --db")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point (also the child-process entry point, with the hidden ``--child``)."""
+    args = parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    try:
+        return asyncio.run(parent(args))
+    except (RuntimeError, OSError) as exc:
+        print(f"end_to_end: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
