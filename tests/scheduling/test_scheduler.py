@@ -332,3 +332,48 @@ async def test_warm_up_calls_checks_due_soon(
         report = await scheduler.run_pass()
     assert report.ran == 0
     assert warmed == [item.integration_id]
+
+
+class CountingPrunes:
+    """Wraps a store and records each prune_runs call (the store itself does the work)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.calls: list[datetime] = []
+        self.deleted = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
+        self.calls.append(before)
+        count = await self.inner.prune_runs(before, limit=limit)
+        self.deleted += count
+        return count
+
+
+async def test_old_slot_runs_are_pruned_hourly(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Runs older than runs_retention_s are deleted, at most once an hour, and pruning never
+    lets a slot run twice."""
+    registry, check = fakes
+    await seed(store, check_interval_s=900)
+    counting = CountingPrunes(store)
+    clock = Clock(T0)
+    scheduler = Scheduler(counting, registry, clock=clock)  # type: ignore[arg-type]
+    async with registry:
+        await scheduler.run_pass()  # prunes (nothing yet), then not again within the hour
+        clock.advance(minutes=15)
+        await scheduler.run_pass()
+        assert len(counting.calls) == 1 and counting.deleted == 0
+        for _ in range(4 * 25):  # 25 hours of 15-minute slots
+            clock.advance(minutes=15)
+            await scheduler.run_pass()
+    assert len(counting.calls) == 26
+    assert counting.calls[-1] == T0 + timedelta(hours=1)  # the last prune, at T0 + 25 h
+    # The first hour's runs (3 integrations x 4 slots) are gone; every later one is kept.
+    assert counting.deleted == 3 * 4
+    assert await store.prune_runs(T0 + timedelta(hours=1)) == 0
+    assert await store.prune_runs(T0 + timedelta(hours=1, minutes=1)) == 3
+    assert len(check.calls) == 3 * (2 + 100)

@@ -423,3 +423,23 @@ async def test_renewing_a_claim_you_hold(store: Store) -> None:
         await store.claim_slots([slot], worker="a", at=T0 + timedelta(seconds=112), lease_s=60)
         == []
     )
+
+
+async def test_old_slot_runs_are_pruned_in_batches(store: Store) -> None:
+    """prune_runs deletes runs claimed before the cutoff (done or abandoned), at most
+    ``limit`` at a time, and keeps the recent ones guarding their slots."""
+    org, items = await seeded(store, "a", "b", "c")
+    old = [SlotClaim(org, i.integration_id, T0) for i in items]
+    assert await store.claim_slots(old, worker="a", at=T0, lease_s=60) == old
+    done = ResultWrite(**{**write(items[0], at=T0).__dict__, "slot_at": T0, "worker": "a"})
+    assert await store.record_results([done]) == 1
+    recent = SlotClaim(org, items[0].integration_id, T0 + timedelta(days=2))
+    later = T0 + timedelta(days=2)
+    assert await store.claim_slots([recent], worker="a", at=later, lease_s=60) == [recent]
+
+    cutoff = later - timedelta(days=1)
+    assert await store.prune_runs(cutoff, limit=2) == 2
+    assert await store.prune_runs(cutoff, limit=2) == 1
+    assert await store.prune_runs(cutoff, limit=2) == 0
+    # The recent run still guards its slot: another worker cannot take it within the lease.
+    assert await store.claim_slots([recent], worker="b", at=later, lease_s=60) == []

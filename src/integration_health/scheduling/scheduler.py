@@ -107,6 +107,11 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+_PRUNE_EVERY = timedelta(hours=1)
+_PRUNE_BATCH = 10_000
+_PRUNE_BATCHES = 20  # at most 200,000 rows per hour and process; the rest next hour
+
+
 @dataclass(frozen=True)
 class SchedulerOptions:
     """Tuning of the scheduler (defaults suit most deployments)."""
@@ -137,8 +142,13 @@ class SchedulerOptions:
     outage_backoff_max_s: float = 30.0
     """Longest wait between passes while the store is unreachable (the wait doubles from
     ``tick_s`` with every failed pass)."""
+    runs_retention_s: float = 86_400.0
+    """Slot runs older than this are deleted (at most hourly, in batches): a run guards its
+    slot only while it can be claimed again, i.e. within the lease."""
 
     def __post_init__(self) -> None:
+        if self.runs_retention_s < self.lease_s:
+            raise ValueError("runs_retention_s must be at least lease_s")
         if self.buffer_limit < 1:
             raise ValueError(f"buffer_limit must be at least 1, not {self.buffer_limit}")
         if self.outage_backoff_max_s < self.tick_s:
@@ -212,6 +222,7 @@ class Scheduler:
         self.last_error: str | None = None
         self._starts: defaultdict[str, deque[datetime]] = defaultdict(deque)
         self._upcoming: tuple[datetime, list[DueCheck]] | None = None
+        self._pruned_at: datetime | None = None
         self._last_activity: dict[str, float] = {}
         self._buffer: deque[tuple[datetime, ResultWrite]] = deque()
         self._dropped = 0
@@ -404,7 +415,8 @@ class Scheduler:
         return kept
 
     async def finish_pass(self, report: PassReport) -> None:
-        """Run the after-pass hooks and beat the heart."""
+        """Prune old slot runs (hourly), run the after-pass hooks and beat the heart."""
+        await self._prune_runs(report.at)
         for hook in self.after_pass:
             try:
                 await hook(report)
@@ -412,6 +424,24 @@ class Scheduler:
                 log.error("after-pass hook %r failed: %s: %s", hook, type(exc).__name__, exc)
         self.last_pass_at = self.clock()
         metrics.SCHEDULER_HEARTBEAT.set(time.time())
+
+    async def _prune_runs(self, at: datetime) -> None:
+        if self._pruned_at is not None and at - self._pruned_at < _PRUNE_EVERY:
+            return
+        self._pruned_at = at
+        before = at - timedelta(seconds=self.options.runs_retention_s)
+        deleted = 0
+        try:
+            for _ in range(_PRUNE_BATCHES):
+                count = await self.store.prune_runs(before, limit=_PRUNE_BATCH)
+                deleted += count
+                if count < _PRUNE_BATCH:
+                    break
+        except StoreError as exc:  # the next hour tries again; checks go on meanwhile
+            log.warning("pruning old slot runs failed: %s", exc)
+            return
+        if deleted:
+            log.info("pruned %d slot runs claimed before %s", deleted, before.isoformat())
 
     async def _current_modes(self, at: datetime) -> dict[str, TypeMode]:
         modes = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
 from ..checks import IntegrationRecord
@@ -22,6 +22,7 @@ __all__ = [
     "INITIAL_SLOT",
     "DueCheck",
     "HealthEvent",
+    "HealthRow",
     "HistoryRecord",
     "ImportSummary",
     "Member",
@@ -149,6 +150,33 @@ class StatusRecord:
     source: str = "active"
 
 
+class HealthRow(NamedTuple):
+    """One integration of an organisation with its current status, as the health answer
+    shows it (:meth:`Store.list_health_rows`).
+
+    A lean read for ``GET /api/orgs/{org_id}/health``: identifiers are already text (the
+    canonical UUID form, ``str(uuid)``) and timestamps are ISO 8601 text in UTC exactly as
+    ``datetime.isoformat()`` writes them; configs and details are not read. The status
+    fields are ``None`` for an integration never checked.
+    """
+
+    integration_id: str
+    name: str
+    integration_type: str
+    enabled: bool
+    monitoring_mode: str
+    check_interval_s: int
+    status: str | None
+    latency_ms: int | None
+    checked_at: str | None
+    next_check_at: str | None
+    error: str | None
+    error_code: str | None
+    consecutive_failures: int | None
+    last_healthy_at: str | None
+    source: str | None
+
+
 @dataclass(frozen=True)
 class HistoryRecord:
     """One past result (``integration_health_history``)."""
@@ -242,6 +270,11 @@ class Store(Protocol):
         """Current status rows of one organisation (or all)."""
         ...
 
+    async def list_health_rows(self, org_id: UUID) -> list[HealthRow]:
+        """Every integration of an organisation with its current status, by name: one
+        query, only what the health answer shows (see :class:`HealthRow`)."""
+        ...
+
     async def list_history(
         self, integration_id: UUID, *, limit: int = HISTORY_LIMIT
     ) -> list[HistoryRecord]:
@@ -276,6 +309,14 @@ class Store(Protocol):
         over only once its claim is older than ``lease_s`` (that worker died). Claiming a slot
         you already hold renews the claim (its lease starts again at ``at``); a claim taken
         over by someone else is not returned.
+        """
+        ...
+
+    async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
+        """Delete at most ``limit`` slot runs claimed before ``before``; returns how many.
+
+        A run only guards its slot while the slot can still be claimed (within the lease);
+        the scheduler prunes runs older than a day so the table does not grow forever.
         """
         ...
 

@@ -21,6 +21,7 @@ from .base import (
     HISTORY_LIMIT,
     DueCheck,
     HealthEvent,
+    HealthRow,
     HistoryRecord,
     ImportSummary,
     Member,
@@ -206,6 +207,37 @@ class MemoryStore:
             key=lambda s: str(s.integration_id),
         )
 
+    async def list_health_rows(self, org_id: UUID) -> list[HealthRow]:
+        rows = []
+        for record in await self.list_integrations(org_id):
+            status = self._statuses.get(record.integration_id)
+            head = (
+                str(record.integration_id),
+                record.name,
+                record.integration_type,
+                record.enabled,
+                record.monitoring_mode,
+                record.check_interval_s,
+            )
+            if status is None:
+                rows.append(HealthRow(*head, *(None,) * 9))
+                continue
+            rows.append(
+                HealthRow(
+                    *head,
+                    status.status.value,
+                    status.latency_ms,
+                    _iso(status.checked_at),
+                    _iso(status.next_check_at),
+                    status.error,
+                    status.error_code.value if status.error_code else None,
+                    status.consecutive_failures,
+                    _iso(status.last_healthy_at),
+                    status.source,
+                )
+            )
+        return rows
+
     async def list_history(
         self, integration_id: UUID, *, limit: int = HISTORY_LIMIT
     ) -> list[HistoryRecord]:
@@ -263,6 +295,13 @@ class MemoryStore:
                     got.append(claim)
             return got
 
+    async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
+        async with self._lock:
+            old = [key for key, run in self._runs.items() if run.claimed_at < before][:limit]
+            for key in old:
+                del self._runs[key]
+            return len(old)
+
     async def set_type_mode(self, mode: TypeMode | None, *, integration_type: str) -> None:
         if mode is None:
             self._type_modes.pop(integration_type, None)
@@ -282,6 +321,10 @@ class MemoryStore:
                 continue
             count += sum(1 for h in rows if h.error_code is error_code and h.checked_at >= since)
         return count
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
 
 
 @dataclass

@@ -29,6 +29,7 @@ from .base import (
     HISTORY_LIMIT,
     DueCheck,
     HealthEvent,
+    HealthRow,
     HistoryRecord,
     ImportSummary,
     Member,
@@ -524,6 +525,17 @@ class SQLiteStore:
 
         return await self._call(claim)
 
+    async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "DELETE FROM integration_check_runs WHERE rowid IN (SELECT rowid FROM "
+                "integration_check_runs WHERE claimed_at < ? LIMIT ?)",
+                (ts(before), limit),
+            )
+            return cursor.rowcount
+
+        return await self._call(prune)
+
     async def set_type_mode(self, mode: TypeMode | None, *, integration_type: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
             if mode is None:
@@ -582,6 +594,50 @@ class SQLiteStore:
         rows = await self._call(lambda conn: conn.execute(query, params).fetchall())
         return [_status(row) for row in rows]
 
+    async def list_health_rows(self, org_id: UUID) -> list[HealthRow]:
+        def read(conn: sqlite3.Connection) -> list[HealthRow]:
+            cursor = conn.cursor()
+            cursor.row_factory = None  # plain tuples: no sqlite3.Row per row
+            rows = cursor.execute(_LIST_HEALTH_ROWS, (str(org_id),)).fetchall()
+            return [
+                HealthRow(
+                    i,
+                    name,
+                    kind,
+                    bool(enabled),
+                    mode,
+                    interval,
+                    status,
+                    latency,
+                    _iso_text(checked),
+                    _iso_text(next_at),
+                    error,
+                    code,
+                    failures,
+                    _iso_text(healthy_at),
+                    source,
+                )
+                for (
+                    i,
+                    name,
+                    kind,
+                    enabled,
+                    mode,
+                    interval,
+                    status,
+                    latency,
+                    checked,
+                    next_at,
+                    error,
+                    code,
+                    failures,
+                    healthy_at,
+                    source,
+                ) in rows
+            ]
+
+        return await self._call(read)
+
     async def list_history(
         self, integration_id: UUID, *, limit: int = HISTORY_LIMIT
     ) -> list[HistoryRecord]:
@@ -608,6 +664,30 @@ class SQLiteStore:
             )
             for row in rows
         ]
+
+
+_LIST_HEALTH_ROWS = """
+SELECT i.id, i.name, i.integration_type, i.enabled, i.monitoring_mode, i.check_interval_s,
+       s.status, s.latency_ms, s.checked_at, s.next_check_at, s.error, s.error_code,
+       s.consecutive_failures, s.last_healthy_at, s.source
+FROM integrations i
+LEFT JOIN integration_health_status s ON s.integration_id = i.id AND s.org_id = i.org_id
+WHERE i.org_id = ?
+ORDER BY i.name, i.id
+"""
+
+_WHOLE_SECOND = ".000000+00:00"
+
+
+def _iso_text(value: str | None) -> str | None:
+    """Stored timestamp text (:func:`ts`) as ``datetime.isoformat()`` writes it, which leaves
+    out a zero fraction of a second."""
+    if value is None:
+        return None
+    if len(value) == 32 and value[19] == ".":  # our own format: no parsing needed
+        return value[:19] + "+00:00" if value.endswith(_WHOLE_SECOND) else value
+    parsed = parse_ts(value)
+    return parsed.astimezone(UTC).isoformat() if parsed is not None else None
 
 
 def _write_row(w: ResultWrite, now: str | None) -> dict[str, Any]:
