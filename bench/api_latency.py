@@ -144,9 +144,13 @@ def start_server(
     raise RuntimeError(f"the server did not start: {proc.stderr.read() if proc.stderr else ''}")
 
 
-def hey(url: str, token: str, requests: int, clients: int) -> tuple[float, float, float, int]:
+def hey(
+    url: str, token: str, requests: int, clients: int, *, gzip: bool = True
+) -> tuple[float, float, float, int]:
     """p50 ms, p99 ms, requests/s, non-200 answers."""
     command = ["hey", "-n", str(requests), "-c", str(clients)]
+    if not gzip:
+        command.append("-disable-compression")
     command += ["-H", f"Authorization: Bearer {token}", url]
     out = subprocess.run(  # noqa: S603 - hey from PATH, arguments built here
         command,
@@ -177,7 +181,8 @@ def measure(
         algorithm="HS256",
     )
     rows = []
-    for cache_ttl, cache in ((1.0, "1 s"), (0.0, "off")):
+    runs = [(1.0, "1 s"), (0.0, "off")]
+    for cache_ttl, cache in [r for r in runs if cache_ttl_wanted(r[0], args)]:
         proc, base = start_server(database_url, cache_ttl, args.loop)
         try:
             endpoints = {
@@ -190,7 +195,7 @@ def measure(
                 warm = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
                 warm.raise_for_status()
                 count = args.requests if cache_ttl else min(args.requests, args.uncached_requests)
-                p50, p99, rps, errors = hey(url, token, count, args.clients)
+                p50, p99, rps, errors = hey(url, token, count, args.clients, gzip=args.gzip)
                 rows.append(Row(name, endpoint, cache, p50, p99, rps, errors))
                 print(
                     f"  {name:10} {endpoint:32} cache {cache:3}: p50 {p50:7.1f} ms  "
@@ -201,6 +206,10 @@ def measure(
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
     return rows
+
+
+def cache_ttl_wanted(ttl: float, args: argparse.Namespace) -> bool:
+    return ("on" if ttl else "off") in args.cache.split(",")
 
 
 def main() -> None:
@@ -215,7 +224,16 @@ def main() -> None:
         help="requests per run with the answer cache off (those runs are slow)",
     )
     parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument(
+        "--cache", default="on,off", help="answer cache runs: on (1 s TTL), off, or both"
+    )
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    parser.add_argument(
+        "--no-gzip",
+        dest="gzip",
+        action="store_false",
+        help="hey -disable-compression: plain JSON (hey asks for gzip by default, as browsers do)",
+    )
     parser.add_argument(
         "--postgres-url",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
@@ -227,7 +245,8 @@ def main() -> None:
     print(
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"{args.requests} requests per run, {args.clients} concurrent clients (hey), "
-        f"{args.loop} event loop, load average {os.getloadavg()[0]:.1f}"
+        f"{args.loop} event loop, {'gzip' if args.gzip else 'no gzip'}, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     rows: list[Row] = []
     stores = args.stores.split(",")

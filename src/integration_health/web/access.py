@@ -28,6 +28,8 @@ from uuid import UUID
 from ..checks import IntegrationRecord
 from ..store.base import (
     HISTORY_LIMIT,
+    HealthEvent,
+    HealthRow,
     HistoryRecord,
     Organization,
     StatusRecord,
@@ -58,6 +60,12 @@ class UserReader(Protocol):
     async def list_history(
         self, integration_id: UUID, limit: int = HISTORY_LIMIT
     ) -> list[HistoryRecord]: ...
+
+    async def list_health_rows(self, org_id: UUID) -> list[HealthRow]: ...
+
+    async def list_events(
+        self, org_id: UUID, *, integration_id: UUID | None = None, limit: int = 100
+    ) -> list[HealthEvent]: ...
 
 
 @runtime_checkable
@@ -90,6 +98,16 @@ class OrgView(Protocol):
         """The newest ``limit`` results of a visible integration, newest first."""
         ...
 
+    async def health_rows(self, org_id: UUID) -> list[HealthRow]:
+        """Each integration of a visible organisation with its status, in one lean read."""
+        ...
+
+    async def events(
+        self, org_id: UUID, *, integration_id: UUID | None, limit: int
+    ) -> list[HealthEvent]:
+        """Status transitions of a visible organisation, newest first."""
+        ...
+
 
 class TrustedView:
     """Everything in the store (embedded single-user mode)."""
@@ -111,6 +129,14 @@ class TrustedView:
 
     async def history(self, integration_id: UUID, limit: int) -> list[HistoryRecord]:
         return await self.store.list_history(integration_id, limit=limit)
+
+    async def health_rows(self, org_id: UUID) -> list[HealthRow]:
+        return await self.store.list_health_rows(org_id)
+
+    async def events(
+        self, org_id: UUID, *, integration_id: UUID | None, limit: int
+    ) -> list[HealthEvent]:
+        return await self.store.list_events(org_id, integration_id=integration_id, limit=limit)
 
 
 class MemberView(TrustedView):
@@ -158,6 +184,18 @@ class MemberView(TrustedView):
             return []
         return await self.store.list_history(integration_id, limit=limit)
 
+    async def health_rows(self, org_id: UUID) -> list[HealthRow]:
+        if not await self._is_member(org_id):
+            return []
+        return await self.store.list_health_rows(org_id)
+
+    async def events(
+        self, org_id: UUID, *, integration_id: UUID | None, limit: int
+    ) -> list[HealthEvent]:
+        if not await self._is_member(org_id):
+            return []
+        return await self.store.list_events(org_id, integration_id=integration_id, limit=limit)
+
 
 class RlsView:
     """Reads as the user inside one transaction; PostgreSQL's row-level security decides."""
@@ -183,6 +221,14 @@ class RlsView:
 
     async def history(self, integration_id: UUID, limit: int) -> list[HistoryRecord]:
         return await self.reader.list_history(integration_id, limit)
+
+    async def health_rows(self, org_id: UUID) -> list[HealthRow]:
+        return await self.reader.list_health_rows(org_id)
+
+    async def events(
+        self, org_id: UUID, *, integration_id: UUID | None, limit: int
+    ) -> list[HealthEvent]:
+        return await self.reader.list_events(org_id, integration_id=integration_id, limit=limit)
 
 
 class Access:

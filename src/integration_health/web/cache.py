@@ -9,8 +9,10 @@ receives an answer computed for another. Concurrent misses of one key share one 
 organisation (a "check now" run, a sync outcome, a scheduler pass) drops that organisation's
 entries, and an answer computed while such a write happened is not kept.
 
-Answers keep their gzip form too (made once, on first use), so a large answer is compressed
-once per fill rather than once per request.
+Answers keep their gzip form too (made once, on first use or while filling), so a large
+answer is compressed once per fill rather than once per request. A hit in the last fifth of
+an answer's life starts its successor in the background (refresh ahead): under steady
+traffic no caller waits for a refill, and no answer served is older than the TTL.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from uuid import UUID
 __all__ = ["CachedAnswer", "ResponseCache"]
 
 Key = tuple[UUID, str, str]
+
+Compute = Callable[[], Awaitable["bytes | CachedAnswer"]]
+"""What makes an answer: its body, or the answer itself."""
+
+REFRESH_AHEAD = 0.2
+"""A hit in the last fifth of an answer's TTL recomputes it in the background."""
 
 GZIP_MIN_BYTES = 1_400
 """Smaller answers are not worth compressing (they fit one packet)."""
@@ -51,6 +59,19 @@ class CachedAnswer:
         if self._gzipped is None:
             self._gzipped = gzip.compress(self.body, compresslevel=1, mtime=0)
         return self._gzipped
+
+    @classmethod
+    def prepared(cls, body: bytes) -> CachedAnswer:
+        """An answer with its gzip form made now (call it in a worker thread for a large
+        body, so no request waits on the event loop for the compression)."""
+        answer = cls(body)
+        if answer.compressible:
+            answer.gzipped()
+        return answer
+
+
+def _answer(made: bytes | CachedAnswer) -> CachedAnswer:
+    return made if isinstance(made, CachedAnswer) else CachedAnswer(made)
 
 
 class ResponseCache:
@@ -83,29 +104,41 @@ class ResponseCache:
         return answer
 
     async def get_or_compute(
-        self, org_id: UUID, caller: str, what: str, compute: Callable[[], Awaitable[bytes]]
+        self, org_id: UUID, caller: str, what: str, compute: Compute
     ) -> CachedAnswer:
         """The fresh answer, or ``compute()``'s — shared by every concurrent caller of the key.
 
-        Whatever ``compute`` raises reaches every caller waiting for it; nothing is cached.
+        ``compute`` returns the body, or a :class:`CachedAnswer` (e.g. one
+        :meth:`~CachedAnswer.prepared` in a worker thread). Whatever it raises reaches every
+        caller waiting for it; nothing is cached.
         """
         if self.ttl_s <= 0:
-            return CachedAnswer(await compute())
-        found = self.get(org_id, caller, what)
-        if found is not None:
-            return found
+            return _answer(await compute())
         key = (org_id, caller, what)
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._fill(key, compute))
-            self._pending[key] = pending
-            pending.add_done_callback(lambda done: self._settle(key, done))
+        found = self._entries.get(key)
+        if found is not None:
+            expires, answer = found
+            left = expires - self._clock()
+            if left > 0:
+                # Refresh ahead: the last part of an answer's life starts its successor in
+                # the background, so under steady traffic no caller waits for a refill.
+                if left < self.ttl_s * REFRESH_AHEAD and key not in self._pending:
+                    self._start(key, compute)
+                return answer
+            del self._entries[key]
+        pending = self._pending.get(key) or self._start(key, compute)
         # One caller giving up (a closed connection) must not cancel the others' answer.
         return await asyncio.shield(pending)
 
-    async def _fill(self, key: Key, compute: Callable[[], Awaitable[bytes]]) -> CachedAnswer:
+    def _start(self, key: Key, compute: Compute) -> asyncio.Future[CachedAnswer]:
+        pending = asyncio.ensure_future(self._fill(key, compute))
+        self._pending[key] = pending
+        pending.add_done_callback(lambda done: self._settle(key, done))
+        return pending
+
+    async def _fill(self, key: Key, compute: Compute) -> CachedAnswer:
         generation = self._generation
-        answer = CachedAnswer(await compute())
+        answer = _answer(await compute())
         if generation == self._generation:  # no write since we started reading
             self._entries[key] = (self._clock() + self.ttl_s, answer)
             self._entries.move_to_end(key)
