@@ -430,7 +430,7 @@ async def amain(args: argparse.Namespace) -> int:
     )
     print(
         f"integration_check_runs: {last['runs']:,} rows after {len(rows)} slots "
-        f"({last['runs'] / n:.1f} per integration; nothing prunes them)"
+        f"({last['runs'] / n:.1f} per integration; runs older than a day are pruned hourly)"
     )
     print(
         f"Scheduler._starts (per-type start times kept for budgets): {last['starts']:,} entries "
