@@ -150,6 +150,16 @@ def test_health_answers_304_to_a_matching_etag(reader: tuple[httpx.Client, World
     assert again.content == b""
 
 
+def test_openapi_documents_the_304_of_the_cached_reads() -> None:
+    """Health and history answer 304 to a matching ETag: the schema says so."""
+    paths = create_app(Settings(database_url="memory://")).openapi()["paths"]
+    for path in (
+        "/api/orgs/{org_id}/health",
+        "/api/orgs/{org_id}/integrations/{integration_id}/health/history",
+    ):
+        assert "304" in paths[path]["get"]["responses"], path
+
+
 # -- history and events ----------------------------------------------------------------------------
 
 

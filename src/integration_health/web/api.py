@@ -49,6 +49,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 HistoryLimit = Annotated[
     int, Query(ge=1, le=96, description="How many results, newest first (at most 96).")
 ]
+_CACHED: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    304: {"description": "Not modified: the answer has the ETag sent in If-None-Match."},
+}
+
 EventLimit = Annotated[int, Query(ge=1, le=1_000, description="How many transitions.")]
 
 
@@ -117,7 +122,7 @@ async def list_organizations(access: AccessDep) -> Response:
 @router.get(
     "/orgs/{org_id}/health",
     response_model=OrgHealthOut,
-    responses=_ERRORS,
+    responses=_CACHED,
     summary="Current health of an organisation",
 )
 async def org_health(
@@ -152,7 +157,7 @@ async def org_health(
 @router.get(
     "/orgs/{org_id}/integrations/{integration_id}/health/history",
     response_model=HistoryList,
-    responses=_ERRORS,
+    responses=_CACHED,
     summary="Recent results of one integration",
 )
 async def integration_history(
