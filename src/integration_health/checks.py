@@ -217,9 +217,9 @@ class CheckRegistry:
         try:
             return self._adapters[integration_type]
         except KeyError:
+            shown = integration_type if len(integration_type) <= 60 else integration_type[:57] + "…"
             raise UnknownIntegrationType(
-                f"unknown integration_type {integration_type!r}; known types: "
-                + ", ".join(self.types)
+                f"unknown integration_type {shown!r}; known types: " + ", ".join(self.types)
             ) from None
 
     def check_for(self, integration_type: str) -> HealthCheck[Any]:

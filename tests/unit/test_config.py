@@ -40,6 +40,14 @@ def test_registry_refuses_unknown_type(registry: CheckRegistry) -> None:
         registry.parse(http(integration_type="nope", url="https://x"))
 
 
+def test_unknown_type_is_shortened_in_the_error(registry: CheckRegistry) -> None:
+    """A huge unknown type name is not echoed whole (it may be pasted junk)."""
+    with pytest.raises(UnknownIntegrationType) as info:
+        registry.adapter("x" * 5_000)
+    assert len(str(info.value)) < 400
+    assert "xxx…" in str(info.value)
+
+
 def test_missing_type_is_reported(registry: CheckRegistry) -> None:
     """A config without integration_type says it is missing."""
     data = http(url="https://x")
