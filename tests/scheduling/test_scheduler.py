@@ -6,19 +6,21 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from integration_health import ErrorCode, HealthStatus, Settings
+from integration_health import ErrorCode, HealthResult, HealthStatus, Settings
 from integration_health.checks import CheckRegistry
+from integration_health.errors import StoreUnavailable
 from integration_health.integrations_file import to_records
 from integration_health.passive import classify_sync_error, record_sync_outcome
 from integration_health.scheduling import Scheduler, SchedulerOptions
 from integration_health.store import MemoryStore, Organization, SQLiteStore, Store
+from integration_health.store.base import ResultWrite
 from integration_health.testing import FakeCheck, FakeConfig, fake_registry
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -377,3 +379,135 @@ async def test_old_slot_runs_are_pruned_hourly(
     assert await store.prune_runs(T0 + timedelta(hours=1)) == 0
     assert await store.prune_runs(T0 + timedelta(hours=1, minutes=1)) == 3
     assert len(check.calls) == 3 * (2 + 100)
+
+
+# -- results written while the batch still runs ----------------------------------------------
+
+
+def gate_one(check: FakeCheck, held: uuid.UUID) -> tuple[asyncio.Event, list[uuid.UUID]]:
+    """Make the fake check of ``held`` wait for the returned event; the list collects the
+    integrations whose check has returned, in order."""
+    gate = asyncio.Event()
+    finished: list[uuid.UUID] = []
+    original: Callable[[uuid.UUID, FakeConfig], Awaitable[HealthResult]] = check.check
+
+    async def gated(org_id: uuid.UUID, config: FakeConfig) -> HealthResult:
+        if config.integration_id == held:
+            await gate.wait()
+        result = await original(org_id, config)
+        finished.append(config.integration_id)
+        return result
+
+    check.check = gated  # type: ignore[method-assign]
+    return gate, finished
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(1000):  # generous: 10 s
+        if await condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_results_are_written_while_the_batch_still_runs(store: Store) -> None:
+    """With one check held back, the results of the others are in the store (in chunks of
+    write_every) while the pass is still running; the held one lands after it ends."""
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=30, concurrency=100))
+    fast = await seed(store, 6)
+    [slow] = await seed(store, 1)
+    gate, _finished = gate_one(check, slow.integration_id)
+    options = SchedulerOptions(write_every=2)
+    scheduler = Scheduler(store, registry, clock=Clock(T0), options=options)
+
+    async def fast_written() -> bool:
+        return [len(await store.list_history(i.integration_id)) for i in fast] == [1] * 6
+
+    async with registry:
+        task = asyncio.create_task(scheduler.run_pass())
+        try:
+            await wait_until(fast_written, "the fast checks' results to be stored")
+            assert not task.done()  # the batch is still running
+            assert await store.list_history(slow.integration_id) == []
+        finally:
+            gate.set()
+        report = await task
+    assert (report.ran, report.written, report.buffered) == (7, 7, 0)
+    assert len(await store.list_history(slow.integration_id)) == 1
+    assert len(check.calls) == 7
+
+
+class DownAfterWrites:
+    """Wraps a real store: after ``ok_writes`` successful ``record_results`` calls every
+    further write raises :class:`StoreUnavailable` until ``down`` is cleared."""
+
+    def __init__(self, inner: Store, ok_writes: int) -> None:
+        self.inner = inner
+        self.ok_writes = ok_writes
+        self.write_calls = 0
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def record_results(self, writes: Sequence[ResultWrite]) -> int:
+        self.write_calls += 1
+        if self.write_calls > self.ok_writes:
+            self.down = True
+        if self.down:
+            raise StoreUnavailable("PostgreSQL at postgresql://db/x is unavailable: refused")
+        return await self.inner.record_results(writes)
+
+
+@pytest.mark.parametrize("buffer_on_outage", [True, False])
+async def test_an_outage_between_chunks_keeps_the_rest_exactly_once(
+    store: Store, buffer_on_outage: bool
+) -> None:
+    """The store goes away after the first chunk: that chunk stays written, the failed chunk
+    and every later one (the last result arrives after the outage) are buffered — or, without
+    buffering, StoreUnavailable is raised once the whole batch has run. Either way every
+    integration ends with exactly one history row and no check runs twice."""
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=30, concurrency=100))
+    fast = await seed(store, 6)
+    [slow] = await seed(store, 1)
+    items = [*fast, slow]
+    gate, finished = gate_one(check, slow.integration_id)
+    flaky = DownAfterWrites(store, ok_writes=1)
+    clock = Clock(T0)
+    options = SchedulerOptions(write_every=2)
+    scheduler = Scheduler(flaky, registry, clock=clock, options=options)  # type: ignore[arg-type]
+
+    async def second_write_failed() -> bool:
+        return flaky.write_calls >= 2
+
+    async with registry:
+        task = asyncio.create_task(scheduler.run_pass(buffer_on_outage=buffer_on_outage))
+        try:
+            await wait_until(second_write_failed, "the second chunk's write to fail")
+            assert not task.done()
+        finally:
+            gate.set()  # the held check ends after the outage began
+        if buffer_on_outage:
+            report = await task
+            assert (report.ran, report.written, report.buffered) == (7, 2, 5)
+            assert scheduler.buffer_state().size == 5
+        else:
+            with pytest.raises(StoreUnavailable):
+                await task
+            assert len(finished) == 7  # raised after the batch finished, not before
+            assert scheduler.buffer_state().size == 0
+        assert flaky.write_calls == 2  # chunks after the failed one were not tried
+        counts = [len(await store.list_history(i.integration_id)) for i in items]
+        assert sorted(counts) == [0, 0, 0, 0, 0, 1, 1]
+        assert counts[-1] == 0  # the held check's result came last
+        flaky.down, flaky.ok_writes = False, 1_000
+        if buffer_on_outage:
+            report = await scheduler.run_pass(buffer_on_outage=True)
+            assert (report.flushed, report.ran) == (5, 0)
+            assert len(check.calls) == 7  # nothing ran twice
+        else:  # the unwritten slots are claimed: they run again once their lease ends
+            clock.advance(seconds=options.lease_s + 1)
+            report = await scheduler.run_pass()
+            assert (report.ran, report.written) == (5, 5)
+    assert [len(await store.list_history(i.integration_id)) for i in items] == [1] * 7
+    assert scheduler.buffer_state().size == 0

@@ -8,7 +8,9 @@ One pass (:meth:`Scheduler.run_pass`):
 3. claim each (integration, slot) — a slot already claimed or done is skipped, so a second
    scheduler, a late pass or a retried job never runs it again;
 4. run the checks (the runner's hard deadlines), log drift past 5 minutes;
-5. write the results, each completing its slot in the same transaction;
+5. write the results, each completing its slot in the same transaction — in chunks of
+   ``write_every`` while the rest of the batch still runs (one write at a time), the last
+   chunk once the batch has finished;
 6. pause a type whose vendor keeps rate-limiting us; lift pauses that ended.
 
 :meth:`Scheduler.run` repeats passes until asked to stop; stopping lets the running pass end
@@ -142,6 +144,9 @@ class SchedulerOptions:
     outage_backoff_max_s: float = 30.0
     """Longest wait between passes while the store is unreachable (the wait doubles from
     ``tick_s`` with every failed pass)."""
+    write_every: int = 200
+    """Results are written in chunks of this many while the rest of the batch still runs
+    (one write at a time per scheduler; the last chunk once the batch has finished)."""
     runs_retention_s: float = 86_400.0
     """Slot runs older than this are deleted (at most hourly, in batches): a run guards its
     slot only while it can be claimed again, i.e. within the lease."""
@@ -149,6 +154,8 @@ class SchedulerOptions:
     def __post_init__(self) -> None:
         if self.runs_retention_s < self.lease_s:
             raise ValueError("runs_retention_s must be at least lease_s")
+        if self.write_every < 1:
+            raise ValueError(f"write_every must be at least 1, not {self.write_every}")
         if self.buffer_limit < 1:
             raise ValueError(f"buffer_limit must be at least 1, not {self.buffer_limit}")
         if self.outage_backoff_max_s < self.tick_s:
@@ -190,6 +197,18 @@ class BufferState:
     """Why the store was last unreachable; ``None`` once a pass succeeded again."""
     store_unavailable_since: datetime | None
     """When the current outage began (``None``: the store answers)."""
+
+
+@dataclass
+class _ChunkedWrites:
+    """What the writer of one batch did with its chunks."""
+
+    not_done: int = 0
+    """Results not written because another worker had completed their slot."""
+    outage: StoreUnavailable | None = None
+    """The first outage; this chunk and every later one were not tried."""
+    unwritten: list[ResultWrite] = field(default_factory=list)
+    """The results of the chunks that were not written because of :attr:`outage`."""
 
 
 class Scheduler:
@@ -496,8 +515,12 @@ class Scheduler:
     ) -> None:
         """Run checks whose slots ``worker`` holds, and write their results.
 
-        With ``buffer_on_outage``, results the unreachable store cannot take are kept in
-        the scheduler's buffer (see :meth:`flush_buffer`) instead of raising.
+        Results are written in chunks of ``options.write_every`` as checks finish, while the
+        rest of the batch runs (one write at a time, in order), and the rest after it. When
+        the store is unreachable for a chunk, that chunk and every later one are not tried:
+        with ``buffer_on_outage`` they are kept in the scheduler's buffer (see
+        :meth:`flush_buffer`), otherwise :class:`StoreUnavailable` is raised once the batch
+        has finished. Rate-limit switches are decided after the last write.
         """
         if not to_run:
             return
@@ -511,21 +534,20 @@ class Scheduler:
         for p in to_run:
             if p.integration.integration_type in budgeted:  # only budgets read the starts
                 self._starts[p.integration.integration_type].append(at)
-        outcomes = await execute_checks(
-            [p.integration for p in to_run],
-            registry=self.registry,
-            timeout_s=self.registry.settings.timeout_s,
-            concurrency=self.registry.settings.concurrency,
-            rules=self.rules,
-            environ=self.environ,
-            clock=self.clock,
-        )
-        report.ran += len(outcomes)
-        report.outcomes.extend(outcomes)
-        writes = []
-        for planned, (integration, result) in zip(to_run, outcomes, strict=True):
+        # Results are written in chunks of ``write_every`` while the rest of the batch still
+        # runs: one writer task per batch takes the chunks in order, so writes never overlap.
+        by_item: dict[int, list[PlannedCheck]] = defaultdict(list)
+        for p in to_run:
+            by_item[id(p.integration)].append(p)
+        pending: list[ResultWrite] = []
+        chunks: asyncio.Queue[list[ResultWrite] | None] = asyncio.Queue()
+        chunked = _ChunkedWrites()
+
+        def on_result(outcome: CheckOutcome) -> None:
+            integration, result = outcome
+            planned = by_item[id(integration)].pop(0)  # outcomes arrive in completion order
             before = previous.get(integration.integration_id)
-            writes.append(
+            pending.append(
                 self._write_for(planned, integration, result, before, drift[id(planned)], worker)
             )
             metrics.CHECKS.labels(
@@ -536,21 +558,64 @@ class Scheduler:
             metrics.CHECK_LATENCY.labels(integration.integration_type).observe(
                 result.latency_ms / 1000
             )
+            if len(pending) >= self.options.write_every:
+                chunks.put_nowait(pending.copy())
+                pending.clear()
+
+        writer = asyncio.create_task(self._write_chunks(chunks, chunked, report))
         try:
-            written = await self.store.record_results(writes)
-        except StoreUnavailable as exc:
+            outcomes = await execute_checks(
+                [p.integration for p in to_run],
+                registry=self.registry,
+                timeout_s=self.registry.settings.timeout_s,
+                concurrency=self.registry.settings.concurrency,
+                rules=self.rules,
+                environ=self.environ,
+                on_result=on_result,
+                clock=self.clock,
+            )
+        except BaseException:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            raise
+        if pending:
+            chunks.put_nowait(pending)
+        chunks.put_nowait(None)
+        await writer  # a refusal other than an outage is raised here, after the batch
+        report.ran += len(outcomes)
+        report.outcomes.extend(outcomes)
+        if chunked.outage is not None:
             if not buffer_on_outage:
-                raise
-            self._keep(writes, exc)
-            report.buffered += len(writes)
+                raise chunked.outage
+            self._keep(chunked.unwritten, chunked.outage)
+            report.buffered += len(chunked.unwritten)
             return  # the rate-limit switch reads the store: it waits for the next results
-        report.written += written
-        if written < len(writes):
+        if chunked.not_done:
             log.info(
                 "%d result(s) not written: their slot was completed by another worker",
-                len(writes) - written,
+                chunked.not_done,
             )
         await self._rate_limit_switches(outcomes, at)
+
+    async def _write_chunks(
+        self,
+        chunks: asyncio.Queue[list[ResultWrite] | None],
+        state: _ChunkedWrites,
+        report: PassReport,
+    ) -> None:
+        """Write each chunk in turn until ``None``; from the first outage on, keep them."""
+        while (chunk := await chunks.get()) is not None:
+            if state.outage is not None:
+                state.unwritten.extend(chunk)
+                continue
+            try:
+                written = await self.store.record_results(chunk)
+            except StoreUnavailable as exc:
+                state.outage = exc
+                state.unwritten.extend(chunk)
+                continue
+            report.written += written
+            state.not_done += len(chunk) - written
 
     def _drift(self, planned: PlannedCheck, started: datetime) -> float | None:
         if planned.slot_at == INITIAL_SLOT:
