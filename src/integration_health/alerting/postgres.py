@@ -13,20 +13,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from uuid import UUID
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import SchemaError, StoreError, StoreUnavailable
 from ..model import HealthStatus
 from ..store import mask_url
+from ..store.postgres import _fetch, _parse_url, _utc, _utc_or_none
 from .base import (
     NO_MORE_ROWS,
     Alert,
@@ -193,30 +192,22 @@ where d.state = 'cancelled'
 _TYPE_LOCK_NAMESPACE = "integration_health.alerting.type:"
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
-
-
-def _req(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
 def _state(row: Row) -> IntegrationAlertState:
     return IntegrationAlertState(
         integration_id=row["integration_id"],
         org_id=row["org_id"],
         integration_type=row["status_type"],
         version=row["version"],
-        evaluated_through=_utc(row["evaluated_through"]),
+        evaluated_through=_utc_or_none(row["evaluated_through"]),
         evaluated_id=row["evaluated_id"],
         bad_streak=row["bad_streak"],
         unreachable_streak=row["unreachable_streak"],
         good_streak=row["good_streak"],
-        bad_since=_utc(row["bad_since"]),
-        failing_since=_utc(row["failing_since"]),
+        bad_since=_utc_or_none(row["bad_since"]),
+        failing_since=_utc_or_none(row["failing_since"]),
         vendor_failing=row["vendor_failing"],
         last_status=HealthStatus(row["last_status"]) if row["last_status"] else None,
-        last_checked_at=_utc(row["last_checked_at"]),
+        last_checked_at=_utc_or_none(row["last_checked_at"]),
         last_error_code=row["last_error_code"],
         last_error=row["last_error"],
         open_alert_id=row["open_alert_id"],
@@ -233,9 +224,9 @@ def _alert(row: Row) -> Alert:
         integration_name=row["integration_name"],
         severity=Severity(row["severity"]),
         state=AlertState(row["state"]),
-        opened_at=_req(row["opened_at"]),
-        resolved_at=_utc(row["resolved_at"]),
-        first_failure_at=_req(row["first_failure_at"]),
+        opened_at=_utc(row["opened_at"]),
+        resolved_at=_utc_or_none(row["resolved_at"]),
+        first_failure_at=_utc(row["first_failure_at"]),
         consecutive_failures=row["consecutive_failures"],
         error_code=row["error_code"],
         error=row["error"],
@@ -249,8 +240,8 @@ def _incident(row: Row) -> Incident:
         id=row["id"],
         integration_type=row["integration_type"],
         state=AlertState(row["state"]),
-        opened_at=_req(row["opened_at"]),
-        resolved_at=_utc(row["resolved_at"]),
+        opened_at=_utc(row["opened_at"]),
+        resolved_at=_utc_or_none(row["resolved_at"]),
         failing_orgs=row["failing_orgs"],
         failing_integrations=row["failing_integrations"],
         total_integrations=row["total_integrations"],
@@ -270,11 +261,11 @@ def _delivery(row: Row) -> Delivery:
         payload=row["payload"],
         state=DeliveryState(row["state"]),
         attempts=row["attempts"],
-        next_attempt_at=_utc(row["next_attempt_at"]),
+        next_attempt_at=_utc_or_none(row["next_attempt_at"]),
         last_status_code=row["last_status_code"],
         last_error=row["last_error"],
-        created_at=_req(row["created_at"]),
-        delivered_at=_utc(row["delivered_at"]),
+        created_at=_utc(row["created_at"]),
+        delivered_at=_utc_or_none(row["delivered_at"]),
     )
 
 
@@ -284,20 +275,14 @@ def _attempt(row: Row) -> DeliveryAttempt:
         delivery_id=row["delivery_id"],
         org_id=row["org_id"],
         attempt=row["attempt"],
-        at=_req(row["at"]),
+        at=_utc(row["at"]),
         outcome=DeliveryOutcome(row["outcome"]),
         status_code=row["status_code"],
         error=row["error"],
         duration_ms=row["duration_ms"],
-        next_attempt_at=_utc(row["next_attempt_at"]),
+        next_attempt_at=_utc_or_none(row["next_attempt_at"]),
         worker=row["worker"],
     )
-
-
-async def _fetch(conn: Conn, query: str, params: Any = None) -> list[Row]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        return await cur.fetchall()
 
 
 async def _rowcount(conn: Conn, query: str, params: Any = None) -> int:
@@ -306,42 +291,23 @@ async def _rowcount(conn: Conn, query: str, params: Any = None) -> int:
         return cur.rowcount
 
 
-def _conninfo(url: str) -> tuple[str, int | None, str | None]:
-    """libpq URL, prepare threshold (``None`` behind a transaction pooler) and password."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise StoreError(f"invalid PostgreSQL URL {mask_url(url)!r}: {exc}") from None
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise StoreError(f"not a PostgreSQL URL: {mask_url(url)!r}")
-    threshold: int | None = None if port == 6543 else 5
-    kept = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key != "prepare_threshold":
-            kept.append((key, value))
-        elif value.isdigit():
-            threshold = int(value)
-        else:
-            threshold = None
-    if not any(key == "application_name" for key, _ in kept):
-        kept.append(("application_name", "integration-health-alerting"))
-    return urlunsplit(parts._replace(query=urlencode(kept))), threshold, parts.password or None
-
-
 class PostgresAlertStore:
     """Alerting's tables in PostgreSQL (connect as the owner or ``service_role``)."""
 
     def __init__(self, url: str, *, max_size: int = 4, timeout: float = 10.0) -> None:
-        conninfo, threshold, password = _conninfo(url)
+        target = _parse_url(url, application_name="integration-health-alerting")
         self.url = mask_url(url)
-        self._password = password
+        self._password = target.password
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            conninfo,
+            target.conninfo,
             min_size=1,
             max_size=max_size,
             timeout=timeout,
-            kwargs={"autocommit": True, "prepare_threshold": threshold, "connect_timeout": 5},
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": target.prepare_threshold,
+                "connect_timeout": 5,
+            },
             open=False,
             name="integration-health-alerting",
         )
@@ -560,7 +526,7 @@ class _PostgresTransaction:
                 Observation(
                     id=h["id"],
                     status=HealthStatus(h["status"]),
-                    checked_at=_req(h["checked_at"]),
+                    checked_at=_utc(h["checked_at"]),
                     error_code=h["error_code"],
                     error=h["error"],
                 )
@@ -569,7 +535,7 @@ class _PostgresTransaction:
             PendingIntegration(
                 state=state,
                 integration_name=row["integration_name"],
-                status_checked_at=_req(row["status_checked_at"]),
+                status_checked_at=_utc(row["status_checked_at"]),
                 observations=observed[state.integration_id],
             )
             for state, row in zip(states, rows, strict=True)

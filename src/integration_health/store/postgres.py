@@ -187,11 +187,12 @@ class _Target:
     prepare_threshold: int | None
 
 
-def _parse_url(url: str) -> _Target:
+def _parse_url(url: str, *, application_name: str = "integration-health") -> _Target:
     """Split our own option (``prepare_threshold``) off a libpq URL.
 
     Prepared statements are disabled behind a transaction-mode pooler (Supavisor listens on
-    port 6543), or when the URL says ``?prepare_threshold=none``.
+    port 6543), or when the URL says ``?prepare_threshold=none``. ``application_name`` is
+    added unless the URL names one (alerting's pool uses its own).
     """
     try:
         parts = urlsplit(url)
@@ -215,7 +216,7 @@ def _parse_url(url: str) -> _Target:
         else:
             raise StoreError(f"invalid prepare_threshold {value!r}: use a number or 'none'")
     if not any(key == "application_name" for key, _ in kept):
-        kept.append(("application_name", "integration-health"))
+        kept.append(("application_name", application_name))
     conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
     return _Target(conninfo, parts.password or None, threshold)
 
