@@ -43,6 +43,30 @@ __all__ = [
     "Subject",
 ]
 
+# The columns every alert store reads (same names in SQLite and PostgreSQL).
+STATE_COLUMNS = (
+    "integration_id, org_id, integration_type, version, evaluated_through, evaluated_id, "
+    "bad_streak, unreachable_streak, good_streak, bad_since, failing_since, vendor_failing, "
+    "last_status, last_checked_at, last_error_code, last_error, open_alert_id, open_severity"
+)
+ALERT_COLUMNS = (
+    "id, org_id, integration_id, integration_type, integration_name, severity, state, "
+    "opened_at, resolved_at, first_failure_at, consecutive_failures, error_code, error, "
+    "incident_id, suppressed"
+)
+INCIDENT_COLUMNS = (
+    "id, integration_type, state, opened_at, resolved_at, failing_orgs, failing_integrations, "
+    "total_integrations, peak_failing_orgs"
+)
+DELIVERY_COLUMNS = (
+    "id, dedupe_key, org_id, alert_id, incident_id, event, target, payload, state, attempts, "
+    "next_attempt_at, last_status_code, last_error, created_at, delivered_at"
+)
+ATTEMPT_COLUMNS = (
+    "id, delivery_id, org_id, attempt, at, outcome, status_code, error, duration_ms, "
+    "next_attempt_at, worker"
+)
+
 NO_MORE_ROWS = 2**62
 """``evaluated_id`` that sorts after every history id (nothing left at that timestamp)."""
 

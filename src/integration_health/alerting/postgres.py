@@ -27,7 +27,12 @@ from ..model import HealthStatus
 from ..store import mask_url
 from ..store.postgres import _fetch, _parse_url, _utc, _utc_or_none
 from .base import (
+    ALERT_COLUMNS,
+    ATTEMPT_COLUMNS,
+    DELIVERY_COLUMNS,
+    INCIDENT_COLUMNS,
     NO_MORE_ROWS,
+    STATE_COLUMNS,
     Alert,
     AlertState,
     Delivery,
@@ -48,28 +53,6 @@ T = TypeVar("T")
 Row = dict[str, Any]
 Conn = psycopg.AsyncConnection[Any]
 
-_STATE_COLUMNS = (
-    "integration_id, org_id, integration_type, version, evaluated_through, evaluated_id, "
-    "bad_streak, unreachable_streak, good_streak, bad_since, failing_since, vendor_failing, "
-    "last_status, last_checked_at, last_error_code, last_error, open_alert_id, open_severity"
-)
-_ALERT_COLUMNS = (
-    "id, org_id, integration_id, integration_type, integration_name, severity, state, "
-    "opened_at, resolved_at, first_failure_at, consecutive_failures, error_code, error, "
-    "incident_id, suppressed"
-)
-_INCIDENT_COLUMNS = (
-    "id, integration_type, state, opened_at, resolved_at, failing_orgs, failing_integrations, "
-    "total_integrations, peak_failing_orgs"
-)
-_DELIVERY_COLUMNS = (
-    "id, dedupe_key, org_id, alert_id, incident_id, event, target, payload, state, attempts, "
-    "next_attempt_at, last_status_code, last_error, created_at, delivered_at"
-)
-_ATTEMPT_COLUMNS = (
-    "id, delivery_id, org_id, attempt, at, outcome, status_code, error, duration_ms, "
-    "next_attempt_at, worker"
-)
 
 # Autocommit, before the transaction: one statement, so concurrent engines inserting the
 # same rows wait at most for each other's statement, never for a whole transaction.
@@ -85,7 +68,7 @@ on conflict (integration_id) do nothing
 """
 
 _PENDING = f"""
-select {", ".join("a." + c.strip() for c in _STATE_COLUMNS.split(","))},
+select {", ".join("a." + c.strip() for c in STATE_COLUMNS.split(","))},
        s.checked_at as status_checked_at, s.integration_type as status_type,
        i.name as integration_name
 from public.alert_integration_state a
@@ -172,7 +155,7 @@ where u.id in (
     limit %(limit)s
     for update skip locked
 )
-returning {", ".join("u." + c.strip() for c in _DELIVERY_COLUMNS.split(","))}
+returning {", ".join("u." + c.strip() for c in DELIVERY_COLUMNS.split(","))}
 """
 
 _ENQUEUE = """
@@ -444,7 +427,7 @@ class PostgresAlertStore:
     async def list_alerts(
         self, org_id: UUID | None = None, *, open_only: bool = False, limit: int = 100
     ) -> list[Alert]:
-        query = f"select {_ALERT_COLUMNS} from public.alerts where true"
+        query = f"select {ALERT_COLUMNS} from public.alerts where true"
         params: list[Any] = []
         if org_id is not None:
             query += " and org_id = %s"
@@ -457,7 +440,7 @@ class PostgresAlertStore:
         return [_alert(r) for r in rows]
 
     async def list_incidents(self, *, open_only: bool = False, limit: int = 100) -> list[Incident]:
-        query = f"select {_INCIDENT_COLUMNS} from public.alert_incidents"
+        query = f"select {INCIDENT_COLUMNS} from public.alert_incidents"
         if open_only:
             query += " where state = 'open'"
         query += " order by opened_at desc, id limit %s"
@@ -472,7 +455,7 @@ class PostgresAlertStore:
         incident_id: UUID | None = None,
         limit: int = 100,
     ) -> list[Delivery]:
-        query = f"select {_DELIVERY_COLUMNS} from public.alert_deliveries where true"
+        query = f"select {DELIVERY_COLUMNS} from public.alert_deliveries where true"
         params: list[Any] = []
         for column, value in (
             ("org_id", org_id),
@@ -491,7 +474,7 @@ class PostgresAlertStore:
         rows = await self._run(
             lambda conn: _fetch(
                 conn,
-                f"select {_ATTEMPT_COLUMNS} from public.alert_delivery_attempts "
+                f"select {ATTEMPT_COLUMNS} from public.alert_delivery_attempts "
                 "where delivery_id = %s order by attempt, id",
                 (delivery_id,),
             )
@@ -573,7 +556,7 @@ class _PostgresTransaction:
     async def open_incident(self, integration_type: str) -> Incident | None:
         rows = await _fetch(
             self._conn,
-            f"select {_INCIDENT_COLUMNS} from public.alert_incidents "
+            f"select {INCIDENT_COLUMNS} from public.alert_incidents "
             "where integration_type = %s and state = 'open'",
             (integration_type,),
         )
@@ -582,14 +565,14 @@ class _PostgresTransaction:
     async def open_incidents(self) -> list[Incident]:
         rows = await _fetch(
             self._conn,
-            f"select {_INCIDENT_COLUMNS} from public.alert_incidents where state = 'open' "
+            f"select {INCIDENT_COLUMNS} from public.alert_incidents where state = 'open' "
             "order by integration_type",
         )
         return [_incident(r) for r in rows]
 
     async def insert_alert(self, alert: Alert) -> None:
         await self._conn.execute(
-            f"insert into public.alerts ({_ALERT_COLUMNS}) "
+            f"insert into public.alerts ({ALERT_COLUMNS}) "
             "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 alert.id,
@@ -611,7 +594,7 @@ class _PostgresTransaction:
         )
 
     async def _update_alerts(self, sql: str, params: Sequence[Any]) -> list[Alert]:
-        rows = await _fetch(self._conn, f"{sql} returning {_ALERT_COLUMNS}", params)
+        rows = await _fetch(self._conn, f"{sql} returning {ALERT_COLUMNS}", params)
         return [_alert(r) for r in rows]
 
     async def resolve_alert(self, alert_id: UUID, *, at: datetime) -> Alert | None:
@@ -699,7 +682,7 @@ class _PostgresTransaction:
     async def insert_incident(self, incident: Incident) -> bool:
         inserted = await _rowcount(
             self._conn,
-            f"insert into public.alert_incidents ({_INCIDENT_COLUMNS}) "
+            f"insert into public.alert_incidents ({INCIDENT_COLUMNS}) "
             "values (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "on conflict (integration_type) where state = 'open' do nothing",
             (
@@ -734,7 +717,7 @@ class _PostgresTransaction:
         rows = await _fetch(
             self._conn,
             "update public.alert_incidents set state = 'resolved', resolved_at = %s, "
-            f"updated_at = now() where id = %s and state = 'open' returning {_INCIDENT_COLUMNS}",
+            f"updated_at = now() where id = %s and state = 'open' returning {INCIDENT_COLUMNS}",
             (at, incident_id),
         )
         return _incident(rows[0]) if rows else None

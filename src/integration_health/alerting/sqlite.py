@@ -26,7 +26,12 @@ from ..errors import ConfigError, SchemaError, StoreError, StoreUnavailable
 from ..model import HealthStatus, utcnow
 from ..store.sqlite import SQLiteStore, parse_sqlite_url, parse_ts, ts
 from .base import (
+    ALERT_COLUMNS,
+    ATTEMPT_COLUMNS,
+    DELIVERY_COLUMNS,
+    INCIDENT_COLUMNS,
     NO_MORE_ROWS,
+    STATE_COLUMNS,
     Alert,
     AlertState,
     Delivery,
@@ -45,31 +50,9 @@ __all__ = ["SQLiteAlertStore"]
 
 T = TypeVar("T")
 
-_STATE_COLUMNS = (
-    "integration_id, org_id, integration_type, version, evaluated_through, evaluated_id, "
-    "bad_streak, unreachable_streak, good_streak, bad_since, failing_since, vendor_failing, "
-    "last_status, last_checked_at, last_error_code, last_error, open_alert_id, open_severity"
-)
-_ALERT_COLUMNS = (
-    "id, org_id, integration_id, integration_type, integration_name, severity, state, "
-    "opened_at, resolved_at, first_failure_at, consecutive_failures, error_code, error, "
-    "incident_id, suppressed"
-)
-_INCIDENT_COLUMNS = (
-    "id, integration_type, state, opened_at, resolved_at, failing_orgs, failing_integrations, "
-    "total_integrations, peak_failing_orgs"
-)
-_DELIVERY_COLUMNS = (
-    "id, dedupe_key, org_id, alert_id, incident_id, event, target, payload, state, attempts, "
-    "next_attempt_at, last_status_code, last_error, created_at, delivered_at"
-)
-_ATTEMPT_COLUMNS = (
-    "id, delivery_id, org_id, attempt, at, outcome, status_code, error, duration_ms, "
-    "next_attempt_at, worker"
-)
 
 _PENDING = f"""
-SELECT {", ".join("a." + c.strip() for c in _STATE_COLUMNS.split(","))},
+SELECT {", ".join("a." + c.strip() for c in STATE_COLUMNS.split(","))},
        s.checked_at AS status_checked_at, s.integration_type AS status_type,
        i.name AS integration_name
 FROM alert_integration_state a
@@ -150,7 +133,7 @@ WHERE id IN (
     ORDER BY d.next_attempt_at, d.created_at, d.id
     LIMIT :limit
 )
-RETURNING {_DELIVERY_COLUMNS}
+RETURNING {DELIVERY_COLUMNS}
 """
 
 _ENQUEUE = """
@@ -464,7 +447,7 @@ class SQLiteAlertStore:
     async def list_alerts(
         self, org_id: UUID | None = None, *, open_only: bool = False, limit: int = 100
     ) -> list[Alert]:
-        query = f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE 1 = 1"
+        query = f"SELECT {ALERT_COLUMNS} FROM alerts WHERE 1 = 1"
         params: list[Any] = []
         if org_id is not None:
             query += " AND org_id = ?"
@@ -477,7 +460,7 @@ class SQLiteAlertStore:
         return [_alert(r) for r in rows]
 
     async def list_incidents(self, *, open_only: bool = False, limit: int = 100) -> list[Incident]:
-        query = f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents"
+        query = f"SELECT {INCIDENT_COLUMNS} FROM alert_incidents"
         if open_only:
             query += " WHERE state = 'open'"
         query += " ORDER BY opened_at DESC, id LIMIT ?"
@@ -492,7 +475,7 @@ class SQLiteAlertStore:
         incident_id: UUID | None = None,
         limit: int = 100,
     ) -> list[Delivery]:
-        query = f"SELECT {_DELIVERY_COLUMNS} FROM alert_deliveries WHERE 1 = 1"
+        query = f"SELECT {DELIVERY_COLUMNS} FROM alert_deliveries WHERE 1 = 1"
         params: list[Any] = []
         for column, value in (
             ("org_id", org_id),
@@ -510,7 +493,7 @@ class SQLiteAlertStore:
     async def list_attempts(self, delivery_id: UUID) -> list[DeliveryAttempt]:
         rows = await self._read(
             lambda conn: conn.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM alert_delivery_attempts WHERE delivery_id = ? "
+                f"SELECT {ATTEMPT_COLUMNS} FROM alert_delivery_attempts WHERE delivery_id = ? "
                 "ORDER BY attempt, id",
                 (str(delivery_id),),
             ).fetchall()
@@ -597,7 +580,7 @@ class _SQLiteTransaction:
     async def open_incident(self, integration_type: str) -> Incident | None:
         row = await self._q(
             lambda conn: conn.execute(
-                f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents "
+                f"SELECT {INCIDENT_COLUMNS} FROM alert_incidents "
                 "WHERE integration_type = ? AND state = 'open'",
                 (integration_type,),
             ).fetchone()
@@ -607,7 +590,7 @@ class _SQLiteTransaction:
     async def open_incidents(self) -> list[Incident]:
         rows = await self._q(
             lambda conn: conn.execute(
-                f"SELECT {_INCIDENT_COLUMNS} FROM alert_incidents WHERE state = 'open' "
+                f"SELECT {INCIDENT_COLUMNS} FROM alert_incidents WHERE state = 'open' "
                 "ORDER BY integration_type"
             ).fetchall()
         )
@@ -617,7 +600,7 @@ class _SQLiteTransaction:
         now = ts(utcnow())
         await self._q(
             lambda conn: conn.execute(
-                f"INSERT INTO alerts ({_ALERT_COLUMNS}, updated_at) "
+                f"INSERT INTO alerts ({ALERT_COLUMNS}, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(alert.id),
@@ -642,7 +625,7 @@ class _SQLiteTransaction:
 
     async def _update_alerts(self, sql: str, params: Sequence[Any]) -> list[Alert]:
         rows = await self._q(
-            lambda conn: conn.execute(f"{sql} RETURNING {_ALERT_COLUMNS}", params).fetchall()
+            lambda conn: conn.execute(f"{sql} RETURNING {ALERT_COLUMNS}", params).fetchall()
         )
         return [_alert(r) for r in rows]
 
@@ -747,7 +730,7 @@ class _SQLiteTransaction:
         rowcount = await self._q(
             lambda conn: (
                 conn.execute(
-                    f"INSERT INTO alert_incidents ({_INCIDENT_COLUMNS}, updated_at) "
+                    f"INSERT INTO alert_incidents ({INCIDENT_COLUMNS}, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (
                         str(incident.id),
@@ -787,7 +770,7 @@ class _SQLiteTransaction:
         row = await self._q(
             lambda conn: conn.execute(
                 "UPDATE alert_incidents SET state = 'resolved', resolved_at = ?, updated_at = ? "
-                f"WHERE id = ? AND state = 'open' RETURNING {_INCIDENT_COLUMNS}",
+                f"WHERE id = ? AND state = 'open' RETURNING {INCIDENT_COLUMNS}",
                 (ts(at), ts(utcnow()), str(incident_id)),
             ).fetchone()
         )
