@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import email.utils
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 from ..model import ErrorCode, HealthResult
+from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpResponse
 
-__all__ = ["parse_retry_after", "result_for_http_status", "vendor_failure"]
+__all__ = [
+    "parse_retry_after",
+    "result_for_exception",
+    "result_for_http_status",
+    "vendor_failure",
+]
 
 MAX_RETRY_AFTER_S = 24 * 3600
 
@@ -125,3 +132,13 @@ def vendor_failure(
     if said and result.error:
         result = result.model_copy(update={"error": result.error + said})
     return result
+
+
+def result_for_exception(exc: Exception, started: float, details: dict[str, Any]) -> HealthResult:
+    """``unreachable`` for a probe that raised: the mapped error code and plain message, the
+    time since ``started`` (``time.monotonic()``), and a :class:`ProbeFailure`'s details."""
+    code, message = classify_exception(exc)
+    if isinstance(exc, ProbeFailure):
+        details.update(exc.details)
+    latency_ms = (time.monotonic() - started) * 1000
+    return HealthResult.unreachable(code, message, latency_ms, details=details)

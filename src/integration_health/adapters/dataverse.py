@@ -50,10 +50,10 @@ from pydantic import SecretStr, field_validator
 from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
-from ..transport_errors import ProbeFailure, classify_exception
+from ..transport_errors import ProbeFailure
 from ._http import HttpClient, HttpResponse, http_base_url
 from ._oauth import ClientCredentials, OAuthClient, TokenRequestFailed
-from ._results import parse_retry_after, vendor_failure
+from ._results import parse_retry_after, result_for_exception, vendor_failure
 from ._tokens import Token
 
 __all__ = ["ADAPTER", "DataverseCheck", "DataverseConfig"]
@@ -146,11 +146,7 @@ class DataverseCheck:
         except TokenRequestFailed as failure:
             return failure.to_result((time.monotonic() - started) * 1000, details)
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes a result
-            code, message = classify_exception(exc)
-            if isinstance(exc, ProbeFailure):
-                details.update(exc.details)
-            latency = (time.monotonic() - started) * 1000
-            return HealthResult.unreachable(code, message, latency, details=details)
+            return result_for_exception(exc, started, details)
         response = answer.response
         if answer.token_renewed:
             details["token_renewed"] = True

@@ -45,9 +45,8 @@ from pydantic import Field, SecretStr, field_validator
 from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
-from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpClient, HttpResponse, http_base_url
-from ._results import parse_retry_after, vendor_failure
+from ._results import parse_retry_after, result_for_exception, vendor_failure
 from ._tokens import credential_key
 
 __all__ = ["ADAPTER", "FikenCheck", "FikenConfig"]
@@ -94,11 +93,7 @@ class FikenCheck:
             try:
                 return await self._probe(config, details, started)
             except Exception as exc:  # noqa: BLE001 - every transport failure becomes a result
-                code, message = classify_exception(exc)
-                if isinstance(exc, ProbeFailure):
-                    details.update(exc.details)
-                latency = (time.monotonic() - started) * 1000
-                return HealthResult.unreachable(code, message, latency, details=details)
+                return result_for_exception(exc, started, details)
 
     async def _get(self, config: FikenConfig, path: str) -> tuple[HttpResponse, str]:
         request_id = str(uuid.uuid4())

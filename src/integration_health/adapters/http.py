@@ -36,9 +36,8 @@ from pydantic import Field, SecretStr, field_validator
 from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
-from ..transport_errors import ProbeFailure, classify_exception
 from ._http import HttpClient, HttpResponse
-from ._results import result_for_http_status
+from ._results import result_for_exception, result_for_http_status
 
 __all__ = ["ADAPTER", "HttpCheck", "HttpConfig"]
 
@@ -115,11 +114,7 @@ class HttpCheck:
                 response.elapsed_ms += first_ms
                 details.update(method="GET", head_fallback=True)
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes a result
-            code, message = classify_exception(exc)
-            if isinstance(exc, ProbeFailure):
-                details.update(exc.details)
-            elapsed_ms = (time.monotonic() - started) * 1000
-            return HealthResult.unreachable(code, message, elapsed_ms, details=details)
+            return result_for_exception(exc, started, details)
         details.update(http_status=response.status, phases=response.phases)
         if response.redirects:
             details["redirects"] = len(response.redirects)

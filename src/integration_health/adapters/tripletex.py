@@ -53,9 +53,9 @@ from pydantic import Field, SecretStr, field_validator
 from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
-from ..transport_errors import ProbeFailure, classify_exception
+from ..transport_errors import ProbeFailure
 from ._http import HttpClient, HttpResponse, http_base_url
-from ._results import vendor_failure
+from ._results import result_for_exception, vendor_failure
 from ._tokens import Token, TokenCache, credential_key
 
 __all__ = ["ADAPTER", "TripletexCheck", "TripletexConfig"]
@@ -154,11 +154,7 @@ class TripletexCheck:
             latency = (time.monotonic() - started) * 1000
             return self._rejected(config, rejected, latency, details)
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes a result
-            code, message = classify_exception(exc)
-            if isinstance(exc, ProbeFailure):
-                details.update(exc.details)
-            latency = (time.monotonic() - started) * 1000
-            return HealthResult.unreachable(code, message, latency, details=details)
+            return result_for_exception(exc, started, details)
 
     async def warm_up(self, org_id: UUID, config: TripletexConfig) -> None:
         """Create the session before a slot if none is cached (failures surface in the check)."""

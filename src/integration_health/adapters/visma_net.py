@@ -46,10 +46,10 @@ from pydantic import Field, SecretStr, field_validator
 from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
-from ..transport_errors import ProbeFailure, classify_exception
+from ..transport_errors import ProbeFailure
 from ._http import HttpResponse
 from ._oauth import ClientCredentials, OAuthClient, TokenRequestFailed
-from ._results import parse_retry_after, vendor_failure
+from ._results import parse_retry_after, result_for_exception, vendor_failure
 from ._tokens import Token
 from ._visma_connect import http_base_url, visma_error
 
@@ -170,11 +170,7 @@ class VismaNetCheck:
                 )
             return failure.to_result(latency, details)
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes a result
-            code, message = classify_exception(exc)
-            if isinstance(exc, ProbeFailure):
-                details.update(exc.details)
-            latency = (time.monotonic() - started) * 1000
-            return HealthResult.unreachable(code, message, latency, details=details)
+            return result_for_exception(exc, started, details)
         latency = (time.monotonic() - started) * 1000
         response = sent.response
         details.update(http_status=response.status, phases=response.phases)

@@ -55,9 +55,9 @@ from pydantic import SecretStr, field_validator, model_validator
 from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
-from ..transport_errors import ProbeFailure, classify_exception
+from ..transport_errors import ProbeFailure
 from ._http import HttpClient, HttpResponse, http_base_url
-from ._results import parse_retry_after, result_for_http_status
+from ._results import parse_retry_after, result_for_exception, result_for_http_status
 
 __all__ = ["ADAPTER", "XledgerCheck", "XledgerConfig"]
 
@@ -176,11 +176,7 @@ class XledgerCheck:
         try:
             response = await self._send(config)
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes a result
-            code, message = classify_exception(exc)
-            if isinstance(exc, ProbeFailure):
-                details.update(exc.details)
-            latency = (time.monotonic() - started) * 1000
-            return HealthResult.unreachable(code, message, latency, details=details)
+            return result_for_exception(exc, started, details)
         details.update(http_status=response.status, phases=response.phases)
         latency = response.elapsed_ms
         if config.probe == "network":
