@@ -940,8 +940,7 @@ def serve(
                 soft_wrap=True,
             )
 
-        announcer = asyncio.create_task(announce())
-        _freeze_startup_heap()
+        announcer = asyncio.create_task(announce())  # WebServer freezes the heap once started
         try:
             await server.serve(started)
         finally:
