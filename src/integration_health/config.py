@@ -359,11 +359,21 @@ class IntegrationConfigBase(BaseModel):
             if kind is str:  # the common cases, inlined
                 if "${" in value:
                     return self._resolve_by_validation(environ)
-            elif kind not in _PLAIN_TYPES and _may_hold_reference(value):
+            elif kind in _PLAIN_TYPES or ((kind is dict or kind is list) and not value):
+                continue
+            elif _may_hold_reference(value):
                 return self._resolve_by_validation(environ)
         secret_values: set[str] = set()
         for name in self.secret_field_names():
-            secret_values.update(s for s in _iter_strings(_reveal(fields[name])) if s)
+            secret = fields[name]
+            if secret is None:
+                continue
+            if secret.__class__ is SecretStr:
+                value = secret.get_secret_value()
+                if value:
+                    secret_values.add(value)
+            else:
+                secret_values.update(s for s in _iter_strings(_reveal(secret)) if s)
         return self, secret_values
 
     def _resolve_by_validation(

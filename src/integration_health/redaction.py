@@ -39,6 +39,9 @@ _PATTERNS = [
 ]
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+"""Value types :meth:`Redactor.obj` returns as they are."""
+
 _NEEDLES = (":", "=", "earer")
 """Every pattern above needs one of these in the text: ``[:=]`` (Authorization), ``earer``
 (case-sensitive, in ``[Bb]earer``), ``=`` (key=value), ``":`` (JSON) and ``://`` (URL). A
@@ -66,14 +69,71 @@ class Redactor:
         return value
 
     def obj(self, value: Any) -> Any:
-        """A copy of a JSON-like value with every string (keys included) masked."""
+        """A JSON-like value with every string (keys included) masked.
+
+        Copy on change: a value with nothing to mask is returned itself (no allocation, the
+        common case for a result's details); otherwise a masked copy, with tuples as lists.
+        """
+        kind = value.__class__
+        if kind is str:
+            return self.text(value)
+        if kind is dict:
+            return value if self._untouched(value) else self._dict(value)
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {self.text(str(k)): self.obj(v) for k, v in value.items()}
+            return self._dict(value)
         if isinstance(value, list | tuple):
-            return [self.obj(item) for item in value]
+            items = [self.obj(item) for item in value]
+            if kind is list and all(a is b for a, b in zip(items, value, strict=True)):
+                return value
+            return items
         return value
+
+    def _plain(self, text: str) -> bool:
+        """True when :meth:`text` cannot change ``text`` (no secret, none of the needles)."""
+        for secret in self._secrets:
+            if secret in text:
+                return False
+        return ":" not in text and "=" not in text and "earer" not in text  # see _NEEDLES
+
+    def _untouched(self, value: dict[Any, Any]) -> bool:
+        """True when :meth:`obj` would return ``value`` itself: a quick walk without copies
+        (string keys, plain strings, numbers, nested dicts and lists of them)."""
+        for key, item in value.items():
+            if key.__class__ is not str or not self._plain(key):
+                return False
+            kind = item.__class__
+            if kind is str:
+                if not self._plain(item):
+                    return False
+            elif kind in _SCALARS:
+                continue
+            elif kind is dict:
+                if not self._untouched(item):
+                    return False
+            elif kind is list:
+                for element in item:  # lists of plain values; anything deeper: the long way
+                    if element.__class__ is str:
+                        if not self._plain(element):
+                            return False
+                    elif element.__class__ not in _SCALARS:
+                        return False
+            else:
+                return False  # tuples become lists, other types: the long way decides
+        return True
+
+    def _dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        copy: dict[Any, Any] | None = None
+        for index, (key, item) in enumerate(value.items()):
+            new_key = self.text(key if key.__class__ is str else str(key))
+            new_item = self.obj(item)
+            if copy is None:
+                if new_key is key and new_item is item:
+                    continue
+                copy = dict(list(value.items())[:index])  # the unchanged entries before
+            copy[new_key] = new_item
+        return value if copy is None else copy
 
 
 def _mask(match: re.Match[str]) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from integration_health.redaction import _NEEDLES, _PATTERNS, REDACTED, Redactor, _mask
 
@@ -118,3 +120,75 @@ def test_obj_masks_keys_values_and_nested_containers() -> None:
         "n": 2.5,
         "plain": "HEAD",
     }
+
+
+def test_obj_returns_a_value_with_nothing_to_mask_itself() -> None:
+    """Copy on change: the common case (a result's phases) allocates nothing."""
+    redactor = Redactor(["s3cret-value"])
+    details = {"method": "HEAD", "http_status": 200, "phases": {"connect_ms": 1.5}, "l": [1]}
+    assert redactor.obj(details) is details
+
+
+def test_obj_copies_only_what_changes_and_leaves_the_input_untouched() -> None:
+    """A secret late in a dict: the entries before it are kept, the input is not modified."""
+    redactor = Redactor(["s3cret-value"])
+    phases = {"connect_ms": 1.5}
+    details = {"a": 1, "phases": phases, "b": ["x", "s3cret-value"], 7: "seven"}
+    masked = redactor.obj(details)
+    assert masked == {"a": 1, "phases": phases, "b": ["x", REDACTED], "7": "seven"}
+    assert list(masked) == ["a", "phases", "b", "7"]  # order kept
+    assert masked["phases"] is phases  # unchanged parts are shared, not copied
+    assert details == {"a": 1, "phases": phases, "b": ["x", "s3cret-value"], 7: "seven"}
+
+
+def test_obj_turns_non_string_keys_and_tuples_into_json_shapes() -> None:
+    """Like json.dumps would: keys become strings, tuples lists (even with nothing masked)."""
+    redactor = Redactor()
+    assert redactor.obj({1: ("a", "b")}) == {"1": ["a", "b"]}
+    assert isinstance(redactor.obj(("a",)), list)
+
+
+def copying_obj(redactor: Redactor, value: object) -> object:
+    """The reference: a full copy with every string (keys included) masked."""
+    if isinstance(value, str):
+        return redactor.text(value)
+    if isinstance(value, dict):
+        return {redactor.text(str(k)): copying_obj(redactor, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [copying_obj(redactor, item) for item in value]
+    return value
+
+
+_SCALAR_VALUES = st.one_of(
+    st.sampled_from([*TRICKY, "s3cret-value", "x s3cret-value y"]),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+)
+_JSONISH = st.recursive(
+    _SCALAR_VALUES,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+        st.dictionaries(
+            st.one_of(st.sampled_from([*TRICKY[:30], "s3cret-value"]), st.integers()),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSONISH, with_secret=st.booleans())
+def test_obj_equals_a_full_masked_copy_and_shares_only_unchanged_values(
+    value: object, with_secret: bool
+) -> None:
+    """The fast walk and copy on change give what copying everything gives, for any value."""
+    redactor = Redactor(["s3cret-value"] if with_secret else [])
+    masked = redactor.obj(value)
+    assert masked == copying_obj(redactor, value)
+    if masked is value:  # returned itself: then nothing in it needed masking
+        assert copying_obj(redactor, value) == value
