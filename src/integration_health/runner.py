@@ -40,7 +40,7 @@ from uuid import UUID
 from .checks import BrokenIntegration, CheckRegistry, HealthCheck, default_registry
 from .config import IntegrationConfigBase
 from .errors import ConfigError, UnknownIntegrationType
-from .model import ErrorCode, HealthResult, utcnow
+from .model import ErrorCode, HealthResult, HealthStatus, utcnow
 from .policy import IntegrationState, StatusRules, apply_status_rules, next_state
 from .redaction import Redactor
 from .settings import Settings
@@ -110,17 +110,10 @@ async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-def _run_check(check: HealthCheck[Any], org_id: UUID, config: IntegrationConfigBase) -> Any:
-    """Start a check: a coroutine for async checks, a daemon thread for plain functions."""
-    method = check.check
-    if inspect.iscoroutinefunction(method):
-        return method(org_id, config)
-    return run_blocking(method, org_id, config)
-
-
 IGNORED_CANCEL_WARN_S = 0.05
-"""A cancelled check that ends without raising ``CancelledError`` more than this long after
-``cancel()`` is logged as having ignored the cancellation."""
+"""A check still running this long after ``cancel()`` has ignored the cancellation: the run
+records it as timed out, gives its lane up (see :class:`_Lane`) and goes on without it. If it
+then ends without raising ``CancelledError``, that is logged."""
 SLOW_STOP_WARN_S = 1.0
 """A cancelled check that does stop (raises ``CancelledError``) but only this long after
 ``cancel()`` is logged as slow to stop. Generous on purpose: when many deadlines fall together,
@@ -128,147 +121,366 @@ the loop itself takes a while to deliver every cancellation, and a check that ho
 not to blame for that."""
 
 
-def _abandon(task: asyncio.Future[Any], item: Integration, when: str) -> None:
-    """Cancel ``task`` without waiting for it; log it if it keeps running after ``cancel()``.
+class _Lane:
+    """One worker of a run: a task that runs checks one after the other, and the timer that
+    enforces the deadline of the check it is running.
 
-    The overrun is measured from the ``cancel()`` call, not from the deadline, so a check that
-    stops promptly once cancelled is never reported, however late the loop got to it.
+    Checks run inside the lane's task (no task, waiter future and timer of their own: that
+    bookkeeping cost as much CPU as a fresh-connection probe's whole HTTP exchange). At the
+    deadline the lane's task is cancelled, which ends a check that honours cancellation at
+    once. A check still running :data:`IGNORED_CANCEL_WARN_S` later ignores it: the run then
+    records the timeout, gives the lane up — its slot is freed, its task left to finish in the
+    background (held in :data:`ABANDONED`, logged if it ends late) — and starts a new lane in
+    its place. So whatever a check does, its result is recorded within that margin of its
+    deadline, and the run ends on time.
+
+    The timer is armed for a lane's first check and not cancelled when a check ends early;
+    when it fires it deals with the current check if that check's deadline has passed, and
+    otherwise re-arms itself for it: about one timer per lane per ``timeout_s``, not one per
+    check.
     """
-    cancelled_at = time.monotonic()
-    task.cancel()
-    if task.done():
-        return
-    ABANDONED.add(task)
 
-    def reap(done: asyncio.Future[Any]) -> None:
-        ABANDONED.discard(done)
-        overrun = time.monotonic() - cancelled_at
-        if done.cancelled():
+    __slots__ = (
+        "abandoned",
+        "cancelled_at",
+        "deadline",
+        "expired_ms",
+        "holds_slot",
+        "index",
+        "run",
+        "running",
+        "started",
+        "stop_reason",
+        "task",
+        "timer",
+    )
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        self.started = 0.0
+        self.index = -1
+        self.running = False
+        self.holds_slot = False
+        self.abandoned = False
+        self.expired_ms: float | None = None
+        """Set when the deadline cancelled the current check: the time it had waited."""
+        self.cancelled_at = 0.0
+        self.stop_reason = ""
+        """``"at its deadline"`` or ``"with its run"``: why the lane's task was cancelled."""
+
+    # -- the deadline -----------------------------------------------------------------------
+
+    def begin(self, index: int) -> None:
+        """A check starts: its deadline is ``timeout_s`` from now."""
+        loop = self.run.loop
+        self.index = index
+        self.expired_ms = None
+        self.stop_reason = ""
+        self.started = time.monotonic()
+        self.deadline = loop.time() + self.run.timeout_s
+        self.running = True
+        if self.timer is None:
+            self.timer = loop.call_at(self.deadline, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        if not self.running or self.abandoned:
+            return
+        loop = self.run.loop
+        if self.expired_ms is None:
+            if loop.time() < self.deadline:  # armed for an earlier check that ended in time
+                self.timer = loop.call_at(self.deadline, self._fire)
+                return
+            self.expired_ms = (time.monotonic() - self.started) * 1000
+            self.cancel("at its deadline")
+            self.timer = loop.call_at(loop.time() + IGNORED_CANCEL_WARN_S, self._fire)
+        else:  # cancelled at the deadline, and still running: it ignores the cancellation
+            self.run.give_up(self)
+
+    def cancel(self, reason: str) -> None:
+        assert self.task is not None
+        self.stop_reason = reason
+        self.cancelled_at = time.monotonic()
+        self.task.cancel()
+
+    # -- the process-wide slot --------------------------------------------------------------
+
+    async def acquire_slot(self) -> None:
+        await self.run.slots.acquire()
+        self.holds_slot = True
+
+    def release_slot(self) -> None:
+        if self.holds_slot:
+            self.holds_slot = False
+            self.run.slots.release()
+
+    def close(self) -> None:
+        self.running = False
+        self.release_slot()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def late_stop(self, item: Integration, raised_cancel: bool) -> None:
+        """Log a check that stopped (or ended without stopping) late after ``cancel()``."""
+        overrun = time.monotonic() - self.cancelled_at
+        if raised_cancel:
             if overrun > SLOW_STOP_WARN_S:
                 log.warning(
                     "check %s:%s stopped %.1f s after it was cancelled %s (slow to stop)",
                     item.integration_type,
                     item.integration_id,
                     overrun,
-                    when,
+                    self.stop_reason,
                 )
-            return
-        done.exception()  # retrieve it, so asyncio does not log "never retrieved"
-        if overrun > IGNORED_CANCEL_WARN_S:
+        elif overrun > IGNORED_CANCEL_WARN_S:
             log.warning(
                 "check %s:%s ended %.1f s after it was cancelled %s (it ignored cancellation)",
                 item.integration_type,
                 item.integration_id,
                 overrun,
-                when,
+                self.stop_reason,
             )
 
-    task.add_done_callback(reap)
+
+class _Run:
+    """One call of :func:`execute_checks`: the shared queue, the results and the lanes."""
+
+    def __init__(
+        self,
+        items: Sequence[Integration],
+        *,
+        registry: CheckRegistry,
+        rules: StatusRules,
+        timeout_s: float,
+        environ: Mapping[str, str] | None,
+        clock: Callable[[], datetime],
+        on_result: Callable[[CheckOutcome], None] | None,
+    ) -> None:
+        self.items = items
+        self.results: list[HealthResult | None] = [None] * len(items)
+        self.queue = iter(range(len(items)))
+        self.registry = registry
+        self.slots = registry.slots
+        self.rules = rules
+        self.timeout_s = timeout_s
+        self.environ = environ
+        self.clock = clock
+        self.on_result = on_result
+        self.loop = asyncio.get_running_loop()
+        self.lanes: set[_Lane] = set()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.stopping = False
+        self.coroutine_checks: dict[int, bool] = {}
+        """``id(check)`` → whether its ``check`` is ``async`` (asked once per check object;
+        the registry keeps the objects alive for the run)."""
+
+    async def execute(self, lanes: int) -> None:
+        for _ in range(lanes):
+            self._start_lane()
+        try:
+            await self.done
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_lane(self) -> None:
+        lane = _Lane(self)
+        self.lanes.add(lane)
+        lane.task = self.loop.create_task(self._work(lane))
+
+    async def _work(self, lane: _Lane) -> None:
+        try:
+            for index in self.queue:
+                await lane.acquire_slot()
+                try:
+                    result = await _check_one(self.items[index], self, lane, index)
+                finally:
+                    lane.running = False
+                    lane.release_slot()
+                if lane.abandoned:
+                    return  # the run recorded this check's timeout and went on without us
+                self.record(index, result)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - e.g. from on_result: the run raises it
+            if not self.done.done():
+                self.done.set_exception(exc)
+        finally:
+            lane.close()
+            if not lane.abandoned:
+                self.lanes.discard(lane)
+                if not self.lanes and not self.done.done():
+                    self.done.set_result(None)
+
+    def record(self, index: int, result: HealthResult) -> None:
+        self.results[index] = result
+        if self.on_result is not None:
+            self.on_result(CheckOutcome(self.items[index], result))
+
+    def give_up(self, lane: _Lane) -> None:
+        """``lane``'s check ignored its deadline's cancellation: record its timeout, free its
+        slot, leave its task to end in the background and start a new lane in its place."""
+        lane.abandoned = True
+        lane.release_slot()
+        self.lanes.discard(lane)
+        assert lane.task is not None
+        _abandon(lane.task)
+        self._start_lane()
+        try:
+            self.record(lane.index, _timed_out(self, lane.expired_ms or 0.0))
+        except BaseException as exc:  # noqa: BLE001 - from on_result: the run raises it
+            if not self.done.done():
+                self.done.set_exception(exc)
+
+    def stop(self) -> None:
+        """The run itself is cancelled (or failed): cancel every lane without waiting."""
+        self.stopping = True
+        for lane in self.lanes:
+            lane.abandoned = True
+            lane.release_slot()
+            if lane.task is not None and not lane.task.done():
+                _abandon(lane.task)
+                if lane.running:
+                    lane.cancel("with its run")
+                else:
+                    lane.task.cancel()
+        self.lanes.clear()
+
+    def start(self, check: HealthCheck[Any], org_id: UUID, config: IntegrationConfigBase) -> Any:
+        """Start a check: a coroutine for async checks, a daemon thread for plain functions."""
+        method = check.check
+        is_coroutine = self.coroutine_checks.get(id(check))
+        if is_coroutine is None:
+            is_coroutine = self.coroutine_checks[id(check)] = inspect.iscoroutinefunction(method)
+        if is_coroutine:
+            return method(org_id, config)
+        return run_blocking(method, org_id, config)
 
 
-async def _check_one(
-    item: Integration,
-    *,
-    org_id: UUID,
-    registry: CheckRegistry,
-    rules: StatusRules,
-    timeout_s: float,
-    environ: Mapping[str, str] | None,
-    clock: Callable[[], datetime] = utcnow,
-) -> HealthResult:
-    """Run one check to a result stamped with ``clock()`` when it ended; never raises
-    (except for the run's own cancellation)."""
-    result = await _check_result(
-        item, org_id=org_id, registry=registry, rules=rules, timeout_s=timeout_s, environ=environ
+def _abandon(task: asyncio.Task[None]) -> None:
+    """Hold ``task`` in :data:`ABANDONED` until it ends (however it ends, even unstarted)."""
+    ABANDONED.add(task)
+    task.add_done_callback(ABANDONED.discard)
+
+
+def _timed_out(run: _Run, waited_ms: float) -> HealthResult:
+    return _unreachable(
+        ErrorCode.TIMEOUT,
+        f"No answer within {run.timeout_s:g} s: the host may be down or overloaded.",
+        waited_ms,
+        run.clock,
+        details={"timeout_s": run.timeout_s},
     )
-    return result.model_copy(update={"checked_at": clock()})
 
 
-async def _check_result(
-    item: Integration,
-    *,
-    org_id: UUID,
-    registry: CheckRegistry,
-    rules: StatusRules,
-    timeout_s: float,
-    environ: Mapping[str, str] | None,
-) -> HealthResult:
+async def _check_one(item: Integration, run: _Run, lane: _Lane, index: int) -> HealthResult:
+    """Run one check, in ``lane``'s task, to a result stamped with ``run.clock()`` when it
+    ended; never raises (except for the run's own cancellation).
+
+    The adapter's result is copied once at most: status rules, redaction and the
+    ``checked_at`` stamp go into the same ``model_copy`` (results are frozen); with the
+    default clock, a result the adapter stamped during the check is kept as it is.
+    """
+    clock = run.clock
     if isinstance(item, BrokenIntegration):
-        return HealthResult.unreachable(ErrorCode.CONFIG_INVALID, item.problem, 0)
+        return _unreachable(ErrorCode.CONFIG_INVALID, item.problem, 0, clock)
     try:
-        check = registry.check_for(item.integration_type)
-        config, secrets = item.resolve(environ)
+        check = run.registry.check_for(item.integration_type)
+        config, secrets = item.resolve(run.environ)
     except (ConfigError, UnknownIntegrationType) as exc:
-        return HealthResult.unreachable(ErrorCode.CONFIG_INVALID, str(exc), 0)
+        return _unreachable(ErrorCode.CONFIG_INVALID, str(exc), 0, clock)
     redactor = Redactor(secrets) if secrets else _NO_SECRETS
-    started = time.monotonic()
-    loop = asyncio.get_running_loop()
+    started_at = clock()
+    lane.begin(index)
+    task = lane.task
+    assert task is not None
+    error: Exception | None = None
     try:
-        task: asyncio.Future[Any] = asyncio.ensure_future(_run_check(check, org_id, config))
-    except Exception as exc:  # noqa: BLE001 - a check that fails before it even starts
-        return _from_exception(exc, 0.0, redactor)
-    # The race of asyncio.wait({task}, timeout=…), without its sets and counters: whichever
-    # comes first, the task's end or the deadline, wakes ``waiter``.
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    task.add_done_callback(wake)
-    timer = loop.call_later(timeout_s, wake)
-    try:
-        await waiter
+        result = await run.start(check, item.org_id, config)
     except asyncio.CancelledError:
-        timer.cancel()
-        task.remove_done_callback(wake)
-        _abandon(task, item, "with its run")
-        raise
-    timer.cancel()
-    elapsed_ms = (time.monotonic() - started) * 1000
-    if not task.done():
-        task.remove_done_callback(wake)
-        _abandon(task, item, "at its deadline")
-        return HealthResult.unreachable(
-            ErrorCode.TIMEOUT,
-            f"No answer within {timeout_s:g} s: the host may be down or overloaded.",
-            elapsed_ms,
-            details={"timeout_s": timeout_s},
+        lane.running = False
+        if lane.stop_reason:  # cancelled at the deadline or with the run
+            lane.late_stop(item, raised_cancel=True)
+            if lane.expired_ms is not None and task.uncancel() == 0 and not lane.abandoned:
+                return _timed_out(run, lane.expired_ms)
+            raise
+        if task.cancelling():
+            raise  # someone else cancelled the lane's task: not ours to swallow
+        return _unreachable(
+            ErrorCode.INTERNAL,
+            "The check was cancelled by itself.",
+            (time.monotonic() - lane.started) * 1000,
+            clock,
         )
-    if task.cancelled():
-        return HealthResult.unreachable(
-            ErrorCode.INTERNAL, "The check was cancelled by itself.", elapsed_ms
-        )
-    error = task.exception()
+    except Exception as exc:  # noqa: BLE001 - one check's failure is its own result
+        error = exc
+    lane.running = False
+    if lane.stop_reason:  # it ended without raising CancelledError: it ignored the cancel
+        lane.late_stop(item, raised_cancel=False)
+        task.uncancel()
+        return _timed_out(run, lane.expired_ms or 0.0)  # dropped if the lane was given up
+    elapsed_ms = (time.monotonic() - lane.started) * 1000
     if error is not None:
-        return _from_exception(error, elapsed_ms, redactor)
-    result = task.result()
+        return _from_exception(error, elapsed_ms, redactor, clock)
     if not isinstance(result, HealthResult):
-        return HealthResult.unreachable(
+        return _unreachable(
             ErrorCode.INTERNAL,
             f"The {item.integration_type} check returned {type(result).__name__}, "
             "not a HealthResult (a bug in the adapter).",
             elapsed_ms,
+            clock,
         )
-    result = apply_status_rules(config, result, rules)
-    return _redact(result, redactor)
+    result = apply_status_rules(config, result, run.rules)
+    update = _redactions(result, redactor)
+    if clock is not utcnow or not started_at <= result.checked_at <= utcnow():
+        update["checked_at"] = clock()
+    return result.model_copy(update=update) if update else result
+
+
+def _unreachable(
+    code: ErrorCode,
+    message: str,
+    elapsed_ms: float,
+    clock: Callable[[], datetime],
+    *,
+    details: dict[str, Any] | None = None,
+) -> HealthResult:
+    return HealthResult(
+        status=HealthStatus.UNREACHABLE,
+        latency_ms=elapsed_ms,
+        checked_at=clock(),
+        error=message,
+        error_code=code,
+        details=details or {},
+    )
 
 
 _NO_SECRETS = Redactor()
 """The redactor of a check without secrets (it still masks secret-shaped substrings)."""
 
 
-def _from_exception(exc: BaseException, elapsed_ms: float, redactor: Redactor) -> HealthResult:
+def _from_exception(
+    exc: BaseException, elapsed_ms: float, redactor: Redactor, clock: Callable[[], datetime]
+) -> HealthResult:
     code, message = classify_exception(exc)
-    return HealthResult.unreachable(code, redactor.text(message), elapsed_ms)
+    return _unreachable(code, redactor.text(message), elapsed_ms, clock)
 
 
-def _redact(result: HealthResult, redactor: Redactor) -> HealthResult:
-    error = redactor.text(result.error) if result.error else result.error
+def _redactions(result: HealthResult, redactor: Redactor) -> dict[str, Any]:
+    """The fields of ``result`` that change once redacted (none, usually)."""
+    update: dict[str, Any] = {}
+    if result.error:
+        error = redactor.text(result.error)
+        if error != result.error:
+            update["error"] = error
     details = redactor.obj(result.details)
-    if error == result.error and details == result.details:
-        return result
-    return result.model_copy(update={"error": error, "details": details})
+    if details is not result.details:
+        update["details"] = details
+    return update
 
 
 def _state_of(record: StatusRecord) -> IntegrationState:
@@ -410,34 +622,18 @@ async def execute_checks(
     """
     if timeout_s <= 0:
         raise ValueError("timeout_s must be positive")
-    results: list[HealthResult | None] = [None] * len(items)
-    queue = iter(range(len(items)))
-    slots = registry.slots
-
-    async def worker() -> None:
-        for index in queue:
-            item = items[index]
-            async with slots:
-                result = await _check_one(
-                    item,
-                    org_id=item.org_id,
-                    registry=registry,
-                    rules=rules,
-                    timeout_s=timeout_s,
-                    environ=environ,
-                    clock=clock,
-                )
-            results[index] = result
-            if on_result is not None:
-                on_result(CheckOutcome(item, result))
-
-    workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(items)))]
-    try:
-        await asyncio.gather(*workers)
-    except BaseException:
-        for task in workers:
-            task.cancel()
-        raise
+    run = _Run(
+        items,
+        registry=registry,
+        rules=rules,
+        timeout_s=timeout_s,
+        environ=environ,
+        clock=clock,
+        on_result=on_result,
+    )
+    if items:
+        await run.execute(min(concurrency, len(items)))
+    results = run.results
     return [
         CheckOutcome(item, result)
         for item, result in zip(items, results, strict=True)
