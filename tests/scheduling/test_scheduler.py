@@ -511,3 +511,52 @@ async def test_an_outage_between_chunks_keeps_the_rest_exactly_once(
             assert (report.ran, report.written) == (5, 5)
     assert [len(await store.list_history(i.integration_id)) for i in items] == [1] * 7
     assert scheduler.buffer_state().size == 0
+
+
+async def test_an_edited_integration_is_checked_with_its_new_config(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """The scheduler reuses parsed configs between passes only while the stored record is
+    unchanged: after an edit, the next pass checks what the store now holds."""
+    registry, _check = fakes
+    [item] = await seed(store, 1)
+    clock = Clock(T0)
+    scheduler = Scheduler(store, registry, clock=clock)
+    async with registry:
+        assert (await scheduler.run_pass()).ran == 1
+        [before] = await store.list_statuses(item.org_id)
+        assert before.status is HealthStatus.HEALTHY
+        edited = item.model_copy(update={"outcome": "unreachable", "message": "edited config"})
+        await store.import_definitions(
+            [Organization(item.org_id, "Org")], [], to_records([edited])
+        )
+        clock.advance(minutes=15, seconds=1)
+        report = await scheduler.run_pass()
+    assert report.ran == 1
+    [after] = await store.list_statuses(item.org_id)
+    assert after.status is HealthStatus.UNREACHABLE
+    assert "edited config" in (after.error or "")
+
+
+async def test_unchanged_records_are_parsed_once_across_passes(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning and warm-up read the same due records pass after pass; each unchanged record
+    is validated once, not once per read."""
+    registry, _check = fakes
+    items = await seed(store, 5)
+    parsed: list[uuid.UUID] = []
+    original = registry.from_record
+
+    def counting(record: Any) -> Any:
+        parsed.append(record.integration_id)
+        return original(record)
+
+    monkeypatch.setattr(registry, "from_record", counting)
+    clock = Clock(T0)
+    scheduler = Scheduler(store, registry, clock=clock)
+    async with registry:
+        for _ in range(3):
+            await scheduler.run_pass()
+            clock.advance(minutes=15, seconds=1)
+    assert sorted(parsed) == sorted(i.integration_id for i in items)  # once each

@@ -45,7 +45,7 @@ from uuid import UUID
 from prometheus_client import Counter, Gauge
 
 from .. import metrics
-from ..checks import BrokenIntegration, CheckRegistry
+from ..checks import BrokenIntegration, CheckRegistry, IntegrationRecord
 from ..config import IntegrationConfigBase
 from ..errors import StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthResult, HealthStatus, utcnow
@@ -60,7 +60,14 @@ from ..store.base import (
     Store,
     TypeMode,
 )
-from .planner import Candidate, Plan, PlannedCheck, plan_checks, rate_limit_switch
+from .planner import (
+    Candidate,
+    Integration,
+    Plan,
+    PlannedCheck,
+    plan_checks,
+    rate_limit_switch,
+)
 
 __all__ = [
     "BufferState",
@@ -110,6 +117,8 @@ def default_worker_id() -> str:
 
 
 _PRUNE_EVERY = timedelta(hours=1)
+_PARSED_LIMIT = 200_000
+"""Parsed configs the scheduler keeps between passes (see :meth:`Scheduler._parse`)."""
 _PRUNE_BATCH = 10_000
 _PRUNE_BATCHES = 20  # at most 200,000 rows per hour and process; the rest next hour
 
@@ -241,6 +250,7 @@ class Scheduler:
         self.last_error: str | None = None
         self._starts: defaultdict[str, deque[datetime]] = defaultdict(deque)
         self._upcoming: tuple[datetime, list[DueCheck]] | None = None
+        self._parsed: dict[UUID, tuple[IntegrationRecord, Integration]] = {}
         self._pruned_at: datetime | None = None
         self._last_activity: dict[str, float] = {}
         self._buffer: deque[tuple[datetime, ResultWrite]] = deque()
@@ -398,7 +408,7 @@ class Scheduler:
         self._upcoming = (at, upcoming[: self.options.batch_size])
         due = [d for d in upcoming if d.slot_at <= at]
         modes = await self._current_modes(at)
-        candidates = [Candidate(self.registry.from_record(d.integration), d.status) for d in due]
+        candidates = [Candidate(self._parse(d.integration), d.status) for d in due]
         plan = plan_checks(
             candidates,
             at=at,
@@ -411,6 +421,24 @@ class Scheduler:
         report.paused = plan.paused
         previous = {c.integration.integration_id: state_of(c.status) for c in candidates}
         return plan, previous
+
+    def _parse(self, record: IntegrationRecord) -> Integration:
+        """``registry.from_record(record)``, remembered while the stored record is unchanged.
+
+        Planning reads more due checks than one batch runs (room for budgets and fairness),
+        and warm-up reads them again, so the same records come back pass after pass; a
+        record compares equal (its columns and raw config) far faster than pydantic validates
+        it. References stay unresolved in the cache: secrets are resolved per check. The
+        cache is emptied when it reaches ``_PARSED_LIMIT`` entries.
+        """
+        cached = self._parsed.get(record.integration_id)
+        if cached is not None and cached[0] == record:
+            return cached[1]
+        if len(self._parsed) >= _PARSED_LIMIT:
+            self._parsed.clear()
+        parsed = self.registry.from_record(record)
+        self._parsed[record.integration_id] = (record, parsed)
+        return parsed
 
     async def claim(
         self, planned: list[PlannedCheck], *, worker: str, at: datetime, report: PassReport
@@ -498,7 +526,7 @@ class Scheduler:
             soon = await self.store.list_due(
                 at + timedelta(seconds=self.options.warmup_s), limit=self.options.batch_size
             )
-        items = [self.registry.from_record(d.integration) for d in soon]
+        items = [self._parse(d.integration) for d in soon]
         configs = [i for i in items if isinstance(i, IntegrationConfigBase)]
         if configs:
             await self.registry.warm_up(configs, environ=self.environ)
