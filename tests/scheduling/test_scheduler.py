@@ -527,9 +527,7 @@ async def test_an_edited_integration_is_checked_with_its_new_config(
         [before] = await store.list_statuses(item.org_id)
         assert before.status is HealthStatus.HEALTHY
         edited = item.model_copy(update={"outcome": "unreachable", "message": "edited config"})
-        await store.import_definitions(
-            [Organization(item.org_id, "Org")], [], to_records([edited])
-        )
+        await store.import_definitions([Organization(item.org_id, "Org")], [], to_records([edited]))
         clock.advance(minutes=15, seconds=1)
         report = await scheduler.run_pass()
     assert report.ran == 1
