@@ -15,7 +15,10 @@ variant's alone and neither inherits the other's heap):
   nothing else. It is the floor the runner's overhead is measured against.
 
 The pair is repeated ``--repeats`` times with the order alternated; the table shows every run,
-then the medians and ``runner / bare``. Optionally (``--sqlite``) a third variant,
+then per variant the median and the best run, and ``runner / bare`` by both. The best of N is
+the figure to compare on a shared machine, for the reason ``timeit`` gives: other processes
+only ever slow a run down, so the fastest run is the one they disturbed least (this machine's
+runs of the same variant vary up to 2× between minutes). Optionally (``--sqlite``) a third variant,
 ``runner+sqlite``, stores the integrations in a fresh SQLite file first (not timed), then
 times ``run_health_checks(org, store=store, …)``: loading the integrations from the store,
 checking them and writing every status and history row.
@@ -364,27 +367,39 @@ def parent(args: argparse.Namespace) -> int:
     rows = [_row(run, label) for label, run in runs]
     medians: dict[str, float] = {}
     cpu_medians: dict[str, float] = {}
+    bests: dict[str, float] = {}
+    cpu_bests: dict[str, float] = {}
     for variant in VARIANTS:
         mine = [run for _, run in runs if run["variant"] == variant]
         if not mine:
             continue
-        medians[variant] = statistics.median(r["checks"] / r["elapsed_s"] for r in mine)
-        rss = statistics.median(r["maxrss_kib"] for r in mine) / 1024
-        rate = f"{medians[variant]:,.0f}"
-        cpu = cpu_medians[variant] = statistics.median(r["cpu_s"] / r["checks"] * 1e6 for r in mine)
-        rows.append(
-            ["median", variant, "", "", "", "", rate, "", f"{cpu:.0f}", "", "", f"{rss:.0f}", ""]
-        )
+        rates = [r["checks"] / r["elapsed_s"] for r in mine]
+        cpus = [r["cpu_s"] / r["checks"] * 1e6 for r in mine]
+        medians[variant] = statistics.median(rates)
+        cpu_medians[variant] = statistics.median(cpus)
+        bests[variant] = max(rates)
+        cpu_bests[variant] = min(cpus)
+        rss = f"{statistics.median(r['maxrss_kib'] for r in mine) / 1024:.0f}"
+        for label, rate, cpu in (
+            ("median", medians[variant], cpu_medians[variant]),
+            ("best", bests[variant], cpu_bests[variant]),
+        ):
+            rows.append(
+                [label, variant, "", "", "", "", f"{rate:,.0f}", "", f"{cpu:.0f}", "", "", rss, ""]
+            )
     print()
     print(markdown_table(headers, rows, left=2))
     print()
-    ratio = medians["runner"] / medians["bare"]
-    verdict = "meets" if ratio >= 0.9 else "MISSES"
-    print(f"runner / bare (medians): {ratio:.2f}× — {verdict} the ≥ 0.9× target")
-    print(
-        "by CPU time per check (bare µs / runner µs, medians): "
-        f"{cpu_medians['bare'] / cpu_medians['runner']:.2f}×"
-    )
+    for label, rates, cpus in (
+        ("medians", medians, cpu_medians),
+        (f"best of {args.repeats}", bests, cpu_bests),
+    ):
+        ratio = rates["runner"] / rates["bare"]
+        verdict = "meets" if ratio >= 0.9 else "MISSES"
+        print(
+            f"runner / bare ({label}): {ratio:.2f}× — {verdict} the ≥ 0.9× target; by CPU time "
+            f"per check (bare µs / runner µs): {cpus['bare'] / cpus['runner']:.2f}×"
+        )
     if "adapter" in medians:
         print(
             f"adapter / bare (medians): {medians['adapter'] / medians['bare']:.2f}×; by CPU "
@@ -403,7 +418,7 @@ def parent(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Defaults finish in about two minutes on 2 cores.",
+        epilog="Defaults finish in about three minutes on 2 cores.",
     )
     parser.add_argument(
         "--integrations", type=int, default=10_000, help="checks per run (default: 10000)"
@@ -411,7 +426,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=int, default=100, help="checks in flight (default: 100)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each variant (default: 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each variant (default: 5)")
     parser.add_argument(
         "--sqlite",
         action=argparse.BooleanOptionalAction,
