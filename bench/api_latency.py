@@ -4,9 +4,11 @@ Seeds one organisation with ``--integrations`` integrations (each with a current
 one integration with 96 history rows, in SQLite and in PostgreSQL; starts the real server
 (``integration-health serve --no-scheduler`` in a subprocess, HS256 sign-in, so every
 request verifies a JWT and — on PostgreSQL — reads as ``authenticated`` under RLS); then
-drives each endpoint with ``hey`` (Debian package ``hey``) from ``--clients`` concurrent
-clients over loopback, with the answer cache on (default 1 s) and off
-(``INTEGRATION_HEALTH_API_CACHE_TTL_S=0``). Prints p50/p99 latency and throughput.
+drives each endpoint with ``hey`` (or ``--client wrk``; Debian packages ``hey``, ``wrk``) from
+``--clients`` concurrent clients over loopback, with the answer cache on (default 1 s) and off
+(``INTEGRATION_HEALTH_API_CACHE_TTL_S=0``). Prints p50/p99 latency, throughput and the CPU
+seconds the load tool itself used (on 2 cores it competes with the server: hey inflates every
+gzip answer, ~435 KB of JSON for 1,000 integrations; wrk inflates nothing).
 
     .venv/bin/python bench/api_latency.py
     .venv/bin/python bench/api_latency.py --requests 2000 --stores sqlite
@@ -19,6 +21,7 @@ import asyncio
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -55,6 +58,7 @@ class Row:
     p99_ms: float
     rps: float
     errors: int
+    client_cpu_s: float
 
 
 async def seed(url: str, integrations: int) -> uuid.UUID:
@@ -144,14 +148,20 @@ def start_server(
     raise RuntimeError(f"the server did not start: {proc.stderr.read() if proc.stderr else ''}")
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def hey(
     url: str, token: str, requests: int, clients: int, *, gzip: bool = True
-) -> tuple[float, float, float, int]:
-    """p50 ms, p99 ms, requests/s, non-200 answers."""
+) -> tuple[float, float, float, int, float]:
+    """p50 ms, p99 ms, requests/s, non-200 answers, the load tool's CPU seconds."""
     command = ["hey", "-n", str(requests), "-c", str(clients)]
     if not gzip:
         command.append("-disable-compression")
     command += ["-H", f"Authorization: Bearer {token}", url]
+    cpu0 = _children_cpu_s()
     out = subprocess.run(  # noqa: S603 - hey from PATH, arguments built here
         command,
         capture_output=True,
@@ -159,6 +169,7 @@ def hey(
         check=True,
         timeout=1200,
     ).stdout
+    cpu = _children_cpu_s() - cpu0
 
     def pct(p: int) -> float:
         match = re.search(rf"\s{p}%+ in ([0-9.]+) secs", out)
@@ -168,7 +179,41 @@ def hey(
 
     rps_match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
     ok = sum(int(n) for n in re.findall(r"\[200\]\s+(\d+) responses", out))
-    return pct(50), pct(99), float(rps_match.group(1)) if rps_match else 0.0, requests - ok
+    return pct(50), pct(99), float(rps_match.group(1)) if rps_match else 0.0, requests - ok, cpu
+
+
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def wrk(
+    url: str, token: str, seconds: int, clients: int, *, gzip: bool = True
+) -> tuple[float, float, float, int, float]:
+    """Like :func:`hey`, with ``wrk`` for ``seconds``: wrk never decompresses, so with gzip the
+    client's CPU is not spent inflating every answer on the cores the server uses."""
+    command = ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--latency"]
+    command += ["-H", f"Authorization: Bearer {token}"]
+    if gzip:
+        command += ["-H", "Accept-Encoding: gzip"]
+    command.append(url)
+    cpu0 = _children_cpu_s()
+    out = subprocess.run(  # noqa: S603 - wrk from PATH, arguments built here
+        command, capture_output=True, text=True, check=True, timeout=seconds + 120
+    ).stdout
+    cpu = _children_cpu_s() - cpu0
+
+    def pct(p: int) -> float:
+        match = re.search(rf"^\s+{p}%\s+([0-9.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
+        if match is None:
+            raise RuntimeError(f"unexpected wrk output:\n{out}")
+        return float(match.group(1)) * _WRK_UNITS[match.group(2)]
+
+    rps_match = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    failed = (int(bad.group(1)) if bad else 0) + (
+        sum(int(n) for n in errors.groups()) if errors else 0
+    )
+    return pct(50), pct(99), float(rps_match.group(1)) if rps_match else 0.0, failed, cpu
 
 
 def measure(
@@ -195,11 +240,19 @@ def measure(
                 warm = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
                 warm.raise_for_status()
                 count = args.requests if cache_ttl else min(args.requests, args.uncached_requests)
-                p50, p99, rps, errors = hey(url, token, count, args.clients, gzip=args.gzip)
-                rows.append(Row(name, endpoint, cache, p50, p99, rps, errors))
+                if args.client == "wrk":
+                    p50, p99, rps, errors, cpu = wrk(
+                        url, token, args.seconds, args.clients, gzip=args.gzip
+                    )
+                else:
+                    p50, p99, rps, errors, cpu = hey(
+                        url, token, count, args.clients, gzip=args.gzip
+                    )
+                rows.append(Row(name, endpoint, cache, p50, p99, rps, errors, cpu))
                 print(
                     f"  {name:10} {endpoint:32} cache {cache:3}: p50 {p50:7.1f} ms  "
-                    f"p99 {p99:7.1f} ms  {rps:8.0f} req/s  errors {errors}",
+                    f"p99 {p99:7.1f} ms  {rps:8.0f} req/s  errors {errors}  "
+                    f"{args.client} CPU {cpu:5.1f} s",
                     flush=True,
                 )
         finally:
@@ -239,12 +292,22 @@ def main() -> None:
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="a role that may create databases (the bench makes and drops its own)",
     )
+    parser.add_argument(
+        "--client",
+        default="hey",
+        choices=["hey", "wrk"],
+        help="load tool: hey (a count of requests; inflates gzip answers as a browser would) or "
+        "wrk (--seconds per run; never inflates, so with gzip only the server's work is on "
+        "these cores)",
+    )
+    parser.add_argument("--seconds", type=int, default=10, help="seconds per run with wrk")
     args = parser.parse_args()
-    if shutil.which("hey") is None:
-        sys.exit("hey is not installed: apt-get install -y hey")
+    if shutil.which(args.client) is None:
+        sys.exit(f"{args.client} is not installed: apt-get install -y {args.client}")
+    load = f"{args.requests} requests" if args.client == "hey" else f"{args.seconds} s"
     print(
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
-        f"{args.requests} requests per run, {args.clients} concurrent clients (hey), "
+        f"{load} per run, {args.clients} concurrent clients ({args.client}), "
         f"{args.loop} event loop, {'gzip' if args.gzip else 'no gzip'}, "
         f"load average {os.getloadavg()[0]:.1f}"
     )
@@ -267,12 +330,13 @@ def main() -> None:
             with psycopg.connect(args.postgres_url, autocommit=True) as admin:
                 admin.execute(f'drop database if exists "{name}" with (force)')
     print()
-    print("| store | endpoint | answer cache | p50 ms | p99 ms | req/s | errors |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    columns = ["store", "endpoint", "answer cache", "p50 ms", "p99 ms", "req/s", "errors"]
+    print("| " + " | ".join([*columns, f"{args.client} CPU s"]) + " |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r.store} | {r.endpoint} | {r.cache} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-            f"{r.rps:,.0f} | {r.errors} |"
+            f"{r.rps:,.0f} | {r.errors} | {r.client_cpu_s:.1f} |"
         )
 
 
