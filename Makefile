@@ -24,7 +24,7 @@ lint: install
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy
 
-## The benchmarks of docs/benchmarks.md (PostgreSQL on 127.0.0.1:5432; `hey` and
+## The benchmarks of docs/benchmarks.md (PostgreSQL on 127.0.0.1:5432; `hey`, `wrk` and
 ## prometheus-blackbox-exporter from Debian for the API and peer benchmarks: bench-peers).
 bench: install
 	$(PY) bench/http_clients.py
@@ -38,8 +38,10 @@ bench: install
 
 bench-peers: install
 	command -v hey >/dev/null || apt-get install -y -qq hey
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
 	command -v prometheus-blackbox-exporter >/dev/null || apt-get install -y -qq prometheus-blackbox-exporter
 	$(PY) bench/api_latency.py --requests 5000
+	$(PY) bench/api_latency.py --stores postgres --cache on --client wrk
 	$(PY) bench/blackbox_compare.py
 
 clean:
