@@ -2,15 +2,15 @@
 
 How the deadline holds whatever a check does
 --------------------------------------------
-Every check runs as its own task and is raced against its deadline (the task's end and a
-``call_later`` timer wake the same future: :func:`asyncio.wait` without its bookkeeping). When
-the deadline passes the runner cancels the task and **does not wait for it**: the result is
-recorded as ``unreachable``/``timeout`` at once. A check that swallows
-:class:`asyncio.CancelledError` therefore cannot delay the run; it keeps running in the
-background (held in :data:`ABANDONED`) until it returns, and is logged if it ends more than
-:data:`IGNORED_CANCEL_WARN_S` after ``cancel()`` without raising ``CancelledError`` (or stops
-more than :data:`SLOW_STOP_WARN_S` after it) — measured from ``cancel()``, so that a burst of
-deadlines the loop reaches late produces no false warnings.
+Checks run inside the run's lanes (:class:`_Lane`: a task that takes the next integration from
+the queue, one check at a time). At a check's deadline its lane's task is cancelled, which ends
+a check that honours cancellation at once: the result is ``unreachable``/``timeout``. A check
+that swallows :class:`asyncio.CancelledError` cannot delay the run: :data:`IGNORED_CANCEL_WARN_S`
+after ``cancel()`` the run records its timeout, frees its slot, gives its lane up **without
+waiting for it** (held in :data:`ABANDONED` until the check ends) and starts a new lane. It is
+logged if it ends more than :data:`IGNORED_CANCEL_WARN_S` after ``cancel()`` without raising
+``CancelledError`` (or stops more than :data:`SLOW_STOP_WARN_S` after it) — measured from
+``cancel()``, so that a burst of deadlines the loop reaches late produces no false warnings.
 
 A check whose ``check`` is a plain function (not ``async``), or an async check that hands
 blocking work to :func:`run_blocking`, runs in a daemon thread of its own. Python cannot kill a
