@@ -147,6 +147,7 @@ class _Lane:
         "expired_ms",
         "holds_slot",
         "index",
+        "recorded",
         "run",
         "running",
         "started",
@@ -163,6 +164,8 @@ class _Lane:
         self.started = 0.0
         self.index = -1
         self.running = False
+        self.recorded = False
+        """True once the current check's timeout was recorded (at its deadline)."""
         self.holds_slot = False
         self.abandoned = False
         self.expired_ms: float | None = None
@@ -179,6 +182,7 @@ class _Lane:
         self.index = index
         self.expired_ms = None
         self.stop_reason = ""
+        self.recorded = False
         self.started = time.monotonic()
         self.deadline = loop.time() + self.run.timeout_s
         self.running = True
@@ -197,6 +201,8 @@ class _Lane:
             self.expired_ms = (time.monotonic() - self.started) * 1000
             self.cancel("at its deadline")
             self.timer = loop.call_at(loop.time() + IGNORED_CANCEL_WARN_S, self._fire)
+            # The timeout is the result now: it does not wait for the check to unwind.
+            self.run.record_timeout(self)
         else:  # cancelled at the deadline, and still running: it ignores the cancellation
             self.run.give_up(self)
 
@@ -303,7 +309,8 @@ class _Run:
                     lane.release_slot()
                 if lane.abandoned:
                     return  # the run recorded this check's timeout and went on without us
-                self.record(index, result)
+                if not lane.recorded:
+                    self.record(index, result)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - e.g. from on_result: the run raises it
@@ -321,20 +328,28 @@ class _Run:
         if self.on_result is not None:
             self.on_result(CheckOutcome(self.items[index], result))
 
+    def record_timeout(self, lane: _Lane) -> None:
+        """Record the timeout of ``lane``'s check, at its deadline."""
+        if lane.recorded:
+            return
+        lane.recorded = True
+        try:
+            self.record(lane.index, _timed_out(self, lane.expired_ms or 0.0))
+        except BaseException as exc:  # noqa: BLE001 - from on_result: the run raises it
+            if not self.done.done():
+                self.done.set_exception(exc)
+
     def give_up(self, lane: _Lane) -> None:
-        """``lane``'s check ignored its deadline's cancellation: record its timeout, free its
-        slot, leave its task to end in the background and start a new lane in its place."""
+        """``lane``'s check ignored its deadline's cancellation: free its slot, leave its task
+        to end in the background and start a new lane in its place (the timeout is recorded
+        already)."""
         lane.abandoned = True
         lane.release_slot()
         self.lanes.discard(lane)
         assert lane.task is not None
         _abandon(lane.task)
         self._start_lane()
-        try:
-            self.record(lane.index, _timed_out(self, lane.expired_ms or 0.0))
-        except BaseException as exc:  # noqa: BLE001 - from on_result: the run raises it
-            if not self.done.done():
-                self.done.set_exception(exc)
+        self.record_timeout(lane)
 
     def stop(self) -> None:
         """The run itself is cancelled (or failed): cancel every lane without waiting."""

@@ -255,3 +255,31 @@ async def test_timed_out_slot_is_given_back_at_the_deadline(org_id: uuid.UUID) -
     assert time.monotonic() - started < 0.5  # not waiting ~1.4 s for the stubborn check
     assert result.status is HealthStatus.HEALTHY
     await wait_reaped(timeout_s=3.0)
+
+
+async def test_timeout_is_delivered_at_the_deadline_not_after_the_check_unwinds(
+    registry: CheckRegistry, org_id: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that takes 0.3 s to clean up after cancel() (and then stops, within the grace
+    the run gives it) has its timeout delivered at its deadline: callers never wait for a
+    check's clean-up."""
+    monkeypatch.setattr(runner_module, "IGNORED_CANCEL_WARN_S", 0.6)  # no give-up in between
+    check = LingerCheck()
+    registry.register_check(LingerConfig, check)
+    delivered: list[float] = []
+    started = time.monotonic()
+    outcomes = await run_health_checks(
+        org_id,
+        integrations=[linger(org_id, linger_s=0.3, reraise=True)],
+        store=None,
+        registry=registry,
+        timeout_s=0.2,
+        on_result=lambda _outcome: delivered.append(time.monotonic() - started),
+    )
+    [(_, result)] = outcomes
+    assert result.error_code is ErrorCode.TIMEOUT
+    assert 200 <= result.latency_ms < 300
+    assert len(delivered) == 1  # recorded once, not again when the check stopped
+    assert 0.2 <= delivered[0] < 0.4  # after the clean-up it would be ≥ 0.5 s
+    assert time.monotonic() - started >= 0.5  # the lane did wait for its check to stop
+    await wait_reaped()
