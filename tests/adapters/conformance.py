@@ -21,6 +21,8 @@ result, stored row or log line.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import time
 import uuid
@@ -124,6 +126,32 @@ class AdapterConformance:
         for canary in (CANARY, CANARY_2):
             assert canary not in dumped
             assert canary not in caplog.text
+
+    @pytest.mark.parametrize("scenario", ["ok", "server_error", "reset"])
+    async def test_check_leaves_no_context_variable_set(
+        self, vendor: RunningVendor, registry: CheckRegistry, scenario: str
+    ) -> None:
+        """Checks run one after another in a runner lane's task: a check must reset every
+        context variable it sets, or the next check of that lane would inherit it."""
+        vendor.fake.set_scenario(scenario)
+        org = uuid.uuid4()
+        config = registry.parse(
+            {
+                "integration_id": str(uuid.uuid4()),
+                "org_id": str(org),
+                "integration_type": self.integration_type,
+                "name": f"{self.integration_type} context",
+                **self.config(vendor),
+            }
+        )
+        resolved, _secrets = config.resolve()
+        check = registry.check_for(self.integration_type)
+        async with registry:
+            before = dict(contextvars.copy_context())
+            with contextlib.suppress(Exception):  # an adapter may raise; the runner maps it
+                await check.check(org, resolved)
+            after = dict(contextvars.copy_context())
+        assert after == before
 
     async def test_hang_is_a_timeout_at_the_deadline(
         self, vendor: RunningVendor, registry: CheckRegistry
