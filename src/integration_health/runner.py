@@ -126,7 +126,7 @@ class _Lane:
     enforces the deadline of the check it is running.
 
     Checks run inside the lane's task (no task, waiter future and timer of their own: that
-    bookkeeping cost as much CPU as a fresh-connection probe's whole HTTP exchange). At the
+    bookkeeping cost ~50 k instructions per check, see docs/benchmarks.md). At the
     deadline the lane's task is cancelled, which ends a check that honours cancellation at
     once. A check still running :data:`IGNORED_CANCEL_WARN_S` later ignores it: the run then
     records the timeout, gives the lane up — its slot is freed, its task left to finish in the
@@ -279,7 +279,6 @@ class _Run:
         self.loop = asyncio.get_running_loop()
         self.lanes: set[_Lane] = set()
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.stopping = False
         self.coroutine_checks: dict[int, bool] = {}
         """``id(check)`` → whether its ``check`` is ``async`` (asked once per check object;
         the registry keeps the objects alive for the run)."""
@@ -301,6 +300,7 @@ class _Run:
     async def _work(self, lane: _Lane) -> None:
         try:
             for index in self.queue:
+                lane.recorded = False  # before any return of _check_one, begin() or not
                 await lane.acquire_slot()
                 try:
                     result = await _check_one(self.items[index], self, lane, index)
@@ -353,7 +353,6 @@ class _Run:
 
     def stop(self) -> None:
         """The run itself is cancelled (or failed): cancel every lane without waiting."""
-        self.stopping = True
         for lane in self.lanes:
             lane.abandoned = True
             lane.release_slot()

@@ -331,3 +331,29 @@ async def test_default_store_comes_from_settings(
         ]
     finally:
         await check_store.aclose()
+
+
+async def test_every_item_of_a_lane_gets_its_result_after_a_timeout(
+    registry: CheckRegistry, org_id: uuid.UUID
+) -> None:
+    """One lane (concurrency 1): a timed-out check, then items that never start a check (a
+    broken config, a missing secret), then a healthy one — each gets its own result."""
+    slow = fake(org_id, "slow", delay_s=5)
+    broken = BrokenIntegration(uuid.uuid4(), org_id, "fake", "broken", problem="bad url")
+    missing = fake(org_id, "missing", secret="${IH_TEST_UNSET_VARIABLE}")
+    quick = fake(org_id, "quick")
+    outcomes = await run_health_checks(
+        org_id,
+        integrations=[slow, broken, missing, quick],
+        store=None,
+        registry=registry,
+        timeout_s=0.2,
+        concurrency=1,
+        environ={},
+    )
+    assert [(o.integration.name, o.result.error_code) for o in outcomes] == [
+        ("slow", ErrorCode.TIMEOUT),
+        ("broken", ErrorCode.CONFIG_INVALID),
+        ("missing", ErrorCode.CONFIG_INVALID),
+        ("quick", None),
+    ]
