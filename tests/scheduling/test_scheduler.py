@@ -558,3 +558,17 @@ async def test_unchanged_records_are_parsed_once_across_passes(
             await scheduler.run_pass()
             clock.advance(minutes=15, seconds=1)
     assert sorted(parsed) == sorted(i.integration_id for i in items)  # once each
+
+
+async def test_the_parse_cache_is_bounded_by_the_batch_size(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """The cache holds at most two passes' worth of due rows, however many integrations."""
+    registry, _check = fakes
+    await seed(store, 30)
+    scheduler = Scheduler(store, registry, clock=Clock(T0), options=SchedulerOptions(batch_size=2))
+    async with registry:
+        for _ in range(15):
+            report = await scheduler.run_pass()
+            assert report.ran == 2
+            assert len(scheduler._parsed) <= 2 * 4 * 2  # the bound under test

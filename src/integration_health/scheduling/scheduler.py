@@ -117,8 +117,9 @@ def default_worker_id() -> str:
 
 
 _PRUNE_EVERY = timedelta(hours=1)
-_PARSED_LIMIT = 200_000
-"""Parsed configs the scheduler keeps between passes (see :meth:`Scheduler._parse`)."""
+_PARSED_PASSES = 2
+"""The parse cache holds the due rows of this many passes (4 batches each; see
+:meth:`Scheduler._parse`): ~24 MB at the default batch of 1,000."""
 _PRUNE_BATCH = 10_000
 _PRUNE_BATCHES = 20  # at most 200,000 rows per hour and process; the rest next hour
 
@@ -429,12 +430,13 @@ class Scheduler:
         and warm-up reads them again, so the same records come back pass after pass; a
         record compares equal (its columns and raw config) far faster than pydantic validates
         it. References stay unresolved in the cache: secrets are resolved per check. The
-        cache is emptied when it reaches ``_PARSED_LIMIT`` entries.
+        cache is emptied when it holds the rows of ``_PARSED_PASSES`` passes, so its memory
+        follows the batch size, not the number of integrations.
         """
         cached = self._parsed.get(record.integration_id)
         if cached is not None and cached[0] == record:
             return cached[1]
-        if len(self._parsed) >= _PARSED_LIMIT:
+        if len(self._parsed) >= _PARSED_PASSES * 4 * self.options.batch_size:
             self._parsed.clear()
         parsed = self.registry.from_record(record)
         self._parsed[record.integration_id] = (record, parsed)
