@@ -12,7 +12,7 @@ from integration_health.settings import Settings
 from integration_health.store import SQLiteStore
 from integration_health.web import create_app
 
-from .live import HS_SECRET, SERVICE_KEY, Keys, LiveServer, World, seed_world
+from .live import HS_SECRET, SERVICE_KEY, Keys, LiveServer, World, postgres_world, seed_world
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +57,10 @@ def hs_server(sqlite_url: str) -> Iterator[LiveServer]:
     )
     with LiveServer(create_app(settings)) as server:
         yield server
+
+
+@pytest.fixture
+def pg_world() -> Iterator[tuple[str, World]]:
+    """A fresh PostgreSQL database holding the two-organisation world."""
+    with postgres_world() as url_and_world:
+        yield url_and_world

@@ -22,8 +22,10 @@ from integration_health import HealthResult, HealthStatus
 from integration_health.checks import IntegrationRecord
 from integration_health.model import ErrorCode
 from integration_health.store import Member, Organization, ResultWrite, Store
+from integration_health.store.postgres import PostgresStore
 from integration_health.testing import LocalServer
 from integration_health.web.server import WebServer, bind_socket
+from tests.store.conftest import admin_connect, database_url
 
 HS_SECRET = "test-jwt-secret-of-at-least-thirty-two-bytes!"
 SERVICE_KEY = "test-service-key-0123456789abcdef"
@@ -225,3 +227,39 @@ def _write(
 
 
 STATUSES = {s.value for s in HealthStatus}
+
+
+class Clock:
+    """A settable monotonic clock (for the answer cache)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def postgres_world() -> Iterator[tuple[str, World]]:
+    """A fresh PostgreSQL database with the schema and the two-organisation world; dropped
+    afterwards. Yields its URL and the world."""
+    name = f"ih_web_{uuid.uuid4().hex[:16]}"
+    with admin_connect() as admin:
+        admin.execute(f'create database "{name}"')
+    try:
+        url = database_url(name)
+        world = World()
+
+        async def seed() -> None:
+            store = await PostgresStore.open(url)
+            try:
+                await store.upgrade()
+                await seed_world(store, world)
+            finally:
+                await store.aclose()
+
+        asyncio.run(seed())
+        yield url, world
+    finally:
+        with admin_connect() as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')

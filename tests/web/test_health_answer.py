@@ -7,7 +7,6 @@ import asyncio
 import gc
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,18 +19,9 @@ from integration_health.store.postgres import PostgresStore
 from integration_health.web import create_app
 from integration_health.web.cache import REFRESH_AHEAD, ResponseCache
 
-from .live import HS_SECRET, LiveServer, World, bearer, claims_for, hs_token
-from .test_postgres import _create_world_database, _drop
+from .live import HS_SECRET, Clock, LiveServer, World, bearer, claims_for, hs_token
 
 ORG = uuid.uuid4()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_a_hit_near_expiry_refreshes_in_the_background() -> None:
@@ -116,16 +106,6 @@ def test_the_server_freezes_its_start_up_heap(tmp_path: Path) -> None:
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_world() -> Iterator[tuple[str, World]]:
-    """A fresh PostgreSQL database holding the two-organisation world."""
-    name, url, world = _create_world_database()
-    try:
-        yield url, world
-    finally:
-        _drop(name)
 
 
 @pytest.mark.postgres

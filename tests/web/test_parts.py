@@ -15,17 +15,9 @@ from integration_health.web.auth import Authenticator, AuthError, bearer_token, 
 from integration_health.web.cache import ResponseCache
 from integration_health.web.ratelimit import RunNowLimiter
 
-from .live import HS_SECRET, claims_for, hs_token
+from .live import HS_SECRET, Clock, claims_for, hs_token
 
 ORG = uuid.uuid4()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_concurrent_misses_share_one_computation() -> None:

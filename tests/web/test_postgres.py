@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -16,57 +15,19 @@ from integration_health.store.postgres import PostgresStore
 from integration_health.web import create_app
 from integration_health.web.access import RlsView
 from integration_health.web.payloads import org_health
-from tests.store.conftest import admin_connect, database_url
 
-from .live import HS_SECRET, LiveServer, World, bearer, claims_for, hs_token, seed_world
+from .live import HS_SECRET, LiveServer, World, bearer, claims_for, hs_token, postgres_world
 
 pytestmark = pytest.mark.postgres
-
-
-def _create_world_database() -> tuple[str, str, World]:
-    name = f"ih_web_{uuid.uuid4().hex[:16]}"
-    with admin_connect() as admin:
-        admin.execute(f'create database "{name}"')
-    url = database_url(name)
-    world = World()
-
-    async def seed() -> None:
-        store = await PostgresStore.open(url)
-        try:
-            await store.upgrade()
-            await seed_world(store, world)
-        finally:
-            await store.aclose()
-
-    asyncio.run(seed())
-    return name, url, world
-
-
-def _drop(name: str) -> None:
-    with admin_connect() as admin:
-        admin.execute(f'drop database if exists "{name}" with (force)')
-
-
-@pytest.fixture
-def pg_world() -> Iterator[tuple[str, World]]:
-    """A fresh PostgreSQL database holding the two-organisation world."""
-    name, url, world = _create_world_database()
-    try:
-        yield url, world
-    finally:
-        _drop(name)
 
 
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[tuple[LiveServer, World]]:
     """The app on PostgreSQL with HS256 sign-in (shared by the read-only tests)."""
-    name, url, world = _create_world_database()
-    try:
+    with postgres_world() as (url, world):
         settings = Settings(database_url=url, jwt_secret=HS_SECRET)
         with LiveServer(create_app(settings)) as server:
             yield server, world
-    finally:
-        _drop(name)
 
 
 def get(server: LiveServer, path: str, user: uuid.UUID) -> httpx.Response:
