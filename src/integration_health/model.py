@@ -164,11 +164,14 @@ class HealthResult(BaseModel):
         latency_ms: float,
         *,
         details: dict[str, Any] | None = None,
+        checked_at: datetime | None = None,
     ) -> HealthResult:
-        """Not usable; ``error`` says what happened and, where known, what to do."""
+        """Not usable; ``error`` says what happened and, where known, what to do.
+        ``checked_at`` defaults to now."""
         return cls(
             status=HealthStatus.UNREACHABLE,
             latency_ms=latency_ms,
+            checked_at=checked_at if checked_at is not None else utcnow(),
             error=error,
             error_code=error_code,
             details=details or {},

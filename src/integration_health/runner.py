@@ -40,7 +40,7 @@ from uuid import UUID
 from .checks import BrokenIntegration, CheckRegistry, HealthCheck, default_registry
 from .config import IntegrationConfigBase
 from .errors import ConfigError, UnknownIntegrationType
-from .model import ErrorCode, HealthResult, HealthStatus, utcnow
+from .model import ErrorCode, HealthResult, utcnow
 from .policy import IntegrationState, StatusRules, apply_status_rules, next_state
 from .redaction import Redactor
 from .settings import Settings
@@ -314,14 +314,18 @@ class _Run:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - e.g. from on_result: the run raises it
-            if not self.done.done():
-                self.done.set_exception(exc)
+            self.fail(exc)
         finally:
             lane.close()
             if not lane.abandoned:
                 self.lanes.discard(lane)
                 if not self.lanes and not self.done.done():
                     self.done.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the run with ``exc`` (raised by :meth:`execute`, which stops every lane)."""
+        if not self.done.done():
+            self.done.set_exception(exc)
 
     def record(self, index: int, result: HealthResult) -> None:
         self.results[index] = result
@@ -336,8 +340,7 @@ class _Run:
         try:
             self.record(lane.index, _timed_out(self, lane.expired_ms or 0.0))
         except BaseException as exc:  # noqa: BLE001 - from on_result: the run raises it
-            if not self.done.done():
-                self.done.set_exception(exc)
+            self.fail(exc)
 
     def give_up(self, lane: _Lane) -> None:
         """``lane``'s check ignored its deadline's cancellation: free its slot, leave its task
@@ -382,12 +385,12 @@ def _abandon(task: asyncio.Task[None]) -> None:
 
 
 def _timed_out(run: _Run, waited_ms: float) -> HealthResult:
-    return _unreachable(
+    return HealthResult.unreachable(
         ErrorCode.TIMEOUT,
         f"No answer within {run.timeout_s:g} s: the host may be down or overloaded.",
         waited_ms,
-        run.clock,
         details={"timeout_s": run.timeout_s},
+        checked_at=run.clock(),
     )
 
 
@@ -401,12 +404,14 @@ async def _check_one(item: Integration, run: _Run, lane: _Lane, index: int) -> H
     """
     clock = run.clock
     if isinstance(item, BrokenIntegration):
-        return _unreachable(ErrorCode.CONFIG_INVALID, item.problem, 0, clock)
+        return HealthResult.unreachable(
+            ErrorCode.CONFIG_INVALID, item.problem, 0, checked_at=clock()
+        )
     try:
         check = run.registry.check_for(item.integration_type)
         config, secrets = item.resolve(run.environ)
     except (ConfigError, UnknownIntegrationType) as exc:
-        return _unreachable(ErrorCode.CONFIG_INVALID, str(exc), 0, clock)
+        return HealthResult.unreachable(ErrorCode.CONFIG_INVALID, str(exc), 0, checked_at=clock())
     redactor = Redactor(secrets) if secrets else _NO_SECRETS
     started_at = clock()
     lane.begin(index)
@@ -416,7 +421,6 @@ async def _check_one(item: Integration, run: _Run, lane: _Lane, index: int) -> H
     try:
         result = await run.start(check, item.org_id, config)
     except asyncio.CancelledError:
-        lane.running = False
         if lane.stop_reason:  # cancelled at the deadline or with the run
             lane.late_stop(item, raised_cancel=True)
             if lane.expired_ms is not None and task.uncancel() == 0 and not lane.abandoned:
@@ -424,15 +428,14 @@ async def _check_one(item: Integration, run: _Run, lane: _Lane, index: int) -> H
             raise
         if task.cancelling():
             raise  # someone else cancelled the lane's task: not ours to swallow
-        return _unreachable(
+        return HealthResult.unreachable(
             ErrorCode.INTERNAL,
             "The check was cancelled by itself.",
             (time.monotonic() - lane.started) * 1000,
-            clock,
+            checked_at=clock(),
         )
     except Exception as exc:  # noqa: BLE001 - one check's failure is its own result
         error = exc
-    lane.running = False
     if lane.stop_reason:  # it ended without raising CancelledError: it ignored the cancel
         lane.late_stop(item, raised_cancel=False)
         task.uncancel()
@@ -441,36 +444,18 @@ async def _check_one(item: Integration, run: _Run, lane: _Lane, index: int) -> H
     if error is not None:
         return _from_exception(error, elapsed_ms, redactor, clock)
     if not isinstance(result, HealthResult):
-        return _unreachable(
+        return HealthResult.unreachable(
             ErrorCode.INTERNAL,
             f"The {item.integration_type} check returned {type(result).__name__}, "
             "not a HealthResult (a bug in the adapter).",
             elapsed_ms,
-            clock,
+            checked_at=clock(),
         )
     result = apply_status_rules(config, result, run.rules)
     update = _redactions(result, redactor)
     if clock is not utcnow or not started_at <= result.checked_at <= utcnow():
         update["checked_at"] = clock()
     return result.model_copy(update=update) if update else result
-
-
-def _unreachable(
-    code: ErrorCode,
-    message: str,
-    elapsed_ms: float,
-    clock: Callable[[], datetime],
-    *,
-    details: dict[str, Any] | None = None,
-) -> HealthResult:
-    return HealthResult(
-        status=HealthStatus.UNREACHABLE,
-        latency_ms=elapsed_ms,
-        checked_at=clock(),
-        error=message,
-        error_code=code,
-        details=details or {},
-    )
 
 
 _NO_SECRETS = Redactor()
@@ -481,7 +466,7 @@ def _from_exception(
     exc: BaseException, elapsed_ms: float, redactor: Redactor, clock: Callable[[], datetime]
 ) -> HealthResult:
     code, message = classify_exception(exc)
-    return _unreachable(code, redactor.text(message), elapsed_ms, clock)
+    return HealthResult.unreachable(code, redactor.text(message), elapsed_ms, checked_at=clock())
 
 
 def _redactions(result: HealthResult, redactor: Redactor) -> dict[str, Any]:
