@@ -72,8 +72,25 @@ def _rss_kib() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def _callgrind(switch: str) -> None:
+    """Switch callgrind's instrumentation ``on``/``off`` when ``IH_BENCH_CALLGRIND`` is set.
+
+    Run a child under ``valgrind --tool=callgrind --instr-atstart=no`` with that variable set
+    and the instruction count covers the timed section alone (no imports, no set-up): the
+    deterministic figure to compare variants by on a noisy machine (docs/benchmarks.md).
+    """
+    if os.environ.get("IH_BENCH_CALLGRIND"):
+        subprocess.run(  # noqa: S603 - valgrind's own tool, fixed arguments
+            ["callgrind_control", "--instr=" + switch, str(os.getpid())],  # noqa: S607
+            check=True,
+            capture_output=True,
+        )
+
+
 class _GcMeter:
-    """Counts garbage collections and the time spent in them (installed in ``gc.callbacks``)."""
+    """Counts garbage collections and the time spent in them (installed in ``gc.callbacks``);
+    the timed section of every variant (callgrind's instrumentation follows it, see
+    :func:`_callgrind`)."""
 
     def __init__(self) -> None:
         self.collections = 0
@@ -88,11 +105,13 @@ class _GcMeter:
             self.seconds += time.perf_counter() - self._started
 
     def __enter__(self) -> _GcMeter:
+        _callgrind("on")
         gc.callbacks.append(self)
         return self
 
     def __exit__(self, *_exc: object) -> None:
         gc.callbacks.remove(self)
+        _callgrind("off")
 
 
 _GC_FREEZE = False

@@ -170,6 +170,26 @@ class BrokenIntegration:
         return self.enabled and self.monitoring_mode == "active"
 
 
+class Slots(asyncio.Semaphore):
+    """The registry's limit on checks in flight: a semaphore that can also be taken without
+    awaiting when a slot is free (the rule), which saves the runner a coroutine per check."""
+
+    def take(self) -> bool:
+        """Take a free slot now and return True; False (nothing taken) when none is free or
+        someone is waiting for one (``acquire()`` then decides, so waiters keep their turn)."""
+        if self._value <= 0 or self._waiters:
+            return False
+        self._value -= 1
+        return True
+
+    def release(self) -> None:
+        """Give a slot back (and wake the first waiter, if any)."""
+        if self._waiters:
+            super().release()
+        else:
+            self._value += 1
+
+
 class CheckRegistry:
     """Maps ``integration_type`` to its adapter, and owns the checks' shared resources.
 
@@ -188,7 +208,7 @@ class CheckRegistry:
         self._checks: dict[str, HealthCheck[Any]] = {}
         self._context = CheckContext(self.settings)
         self._depth = 0
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Slots] = (
             weakref.WeakKeyDictionary()
         )
         for adapter in adapters:
@@ -299,12 +319,13 @@ class CheckRegistry:
     ) -> int:
         """Prepare checks that are due soon, so the first probe after idle is not a cold one.
 
-        Opens the shared HTTP pool, then calls each check's optional
+        Opens the shared HTTP pool and loads its TLS trust store, then calls each check's optional
         ``async warm_up(org_id, config)`` (e.g. refreshing a token about to expire), each
         bounded by ``timeout_s``; failures are logged, never raised (the check itself will
         report them). Returns how many warm-ups ran.
         """
         self._context.http.session()
+        _ = self._context.http.ssl_context
         done = 0
         for config in configs:
             try:
@@ -325,12 +346,12 @@ class CheckRegistry:
     # -- lifecycle --------------------------------------------------------------------------
 
     @property
-    def slots(self) -> asyncio.Semaphore:
+    def slots(self) -> Slots:
         """The process-wide limit on checks in flight (``settings.concurrency``), per loop."""
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
-            slots = self._slots[loop] = asyncio.Semaphore(self.settings.concurrency)
+            slots = self._slots[loop] = Slots(self.settings.concurrency)
         return slots
 
     @property

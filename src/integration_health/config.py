@@ -24,7 +24,8 @@ import re
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from types import UnionType
+from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 from uuid import UUID
 
 from pydantic import (
@@ -207,6 +208,49 @@ def _annotation_has_secret(annotation: Any) -> bool:
     return any(_annotation_has_secret(arg) for arg in getattr(annotation, "__args__", ()))
 
 
+_STRINGLESS_ANNOTATIONS = (bool, int, float, UUID, type(None))
+
+
+def _annotation_may_hold_string(annotation: Any) -> bool:
+    """False when no value a field of this (validated) type can hold contains a string:
+    numbers, UUIDs, ``None``, enums and literals whose values hold no ``${``, and unions,
+    lists and tuples of those. True for anything else (``str``, ``SecretStr``, dicts, ``Any``,
+    models, types it does not know)."""
+    if annotation in _STRINGLESS_ANNOTATIONS:
+        return False
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return any("${" in str(member.value) for member in annotation)
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Literal:
+        return any(isinstance(arg, str) and "${" in arg for arg in args)
+    if origin in (Union, UnionType, list, tuple) and args:
+        return any(_annotation_may_hold_string(arg) for arg in args if arg is not Ellipsis)
+    return True
+
+
+_PLAN = "__integration_health_resolve_plan__"
+"""The class attribute holding :func:`_resolve_plan`'s answer (in the class's own
+``__dict__``: a subclass has its own fields, so its own plan)."""
+
+
+def _resolve_plan(cls: type[IntegrationConfigBase]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The fields :meth:`IntegrationConfigBase.resolve` must look at for references (those
+    that may hold a string) and the secret fields, computed once per class."""
+    plan: tuple[tuple[str, ...], tuple[str, ...]] | None = cls.__dict__.get(_PLAN)
+    if plan is None:
+        plan = (
+            tuple(
+                name
+                for name, field in cls.model_fields.items()
+                if _annotation_may_hold_string(field.annotation)
+            ),
+            cls.secret_field_names(),
+        )
+        type.__setattr__(cls, _PLAN, plan)
+    return plan
+
+
 class IntegrationConfigBase(BaseModel):
     """Fields every integration has, whatever its type.
 
@@ -354,7 +398,10 @@ class IntegrationConfigBase(BaseModel):
         for every registered integration type).
         """
         fields = self.__dict__  # the field values (pydantic keeps nothing else there)
-        for value in fields.values():
+        cls = type(self)
+        may_hold_strings, secret_names = cls.__dict__.get(_PLAN) or _resolve_plan(cls)
+        for name in may_hold_strings:
+            value = fields[name]
             kind = value.__class__
             if kind is str:  # the common cases, inlined
                 if "${" in value:
@@ -364,7 +411,7 @@ class IntegrationConfigBase(BaseModel):
             elif _may_hold_reference(value):
                 return self._resolve_by_validation(environ)
         secret_values: set[str] = set()
-        for name in self.secret_field_names():
+        for name in secret_names:
             secret = fields[name]
             if secret is None:
                 continue

@@ -136,6 +136,26 @@ class HealthResult(BaseModel):
     @classmethod
     def healthy(cls, latency_ms: float, *, details: dict[str, Any] | None = None) -> HealthResult:
         """A successful probe (the runner may still mark it degraded for slowness)."""
+        if (
+            cls is HealthResult
+            and latency_ms.__class__ is float
+            and 0.0 <= latency_ms < 1e15
+            and (details is None or details.__class__ is dict)
+        ):
+            # The common case, with nothing to validate: every field's type is known here.
+            # Built as validation would build it (tests/unit/test_model.py compares the two)
+            # without running the validators, ~2 µs saved on every healthy probe.
+            return _trusted(
+                {
+                    "status": HealthStatus.HEALTHY,
+                    "latency_ms": round(latency_ms),
+                    "checked_at": utcnow(),
+                    "error": None,
+                    "error_code": None,
+                    "details": {} if details is None else dict(details),  # validation copies
+                },
+                {"status", "latency_ms", "details"},
+            )
         return cls(status=HealthStatus.HEALTHY, latency_ms=latency_ms, details=details or {})
 
     @classmethod
@@ -176,3 +196,21 @@ class HealthResult(BaseModel):
             error_code=error_code,
             details=details or {},
         )
+
+
+_set = object.__setattr__
+
+
+def _trusted(fields: dict[str, Any], fields_set: set[str]) -> HealthResult:
+    """A :class:`HealthResult` of already valid ``fields`` (all of them, in declaration
+    order), made the way pydantic's validation makes one, without validating.
+
+    For the hot paths only, where each value's type is known; ``fields_set`` is what
+    ``model_fields_set`` would be had the fields been given to the constructor.
+    """
+    result = HealthResult.__new__(HealthResult)
+    _set(result, "__dict__", fields)
+    _set(result, "__pydantic_fields_set__", fields_set)
+    _set(result, "__pydantic_extra__", None)
+    _set(result, "__pydantic_private__", None)
+    return result

@@ -90,22 +90,35 @@ class Redactor:
             return items
         return value
 
-    def _plain(self, text: str) -> bool:
-        """True when :meth:`text` cannot change ``text`` (no secret, none of the needles)."""
-        for secret in self._secrets:
-            if secret in text:
-                return False
-        return ":" not in text and "=" not in text and "earer" not in text  # see _NEEDLES
+    def _holds_secret(self, text: str) -> bool:
+        return any(secret in text for secret in self._secrets)
 
     def _untouched(self, value: dict[Any, Any]) -> bool:
         """True when :meth:`obj` would return ``value`` itself: a quick walk without copies
-        (string keys, plain strings, numbers, nested dicts and lists of them)."""
+        (string keys, plain strings, numbers, nested dicts and lists of them).
+
+        A string is plain when :meth:`text` cannot change it: none of the needles (see
+        ``_NEEDLES``) and none of the secrets in it. The tests are written out inline: this
+        walk runs over every result's details.
+        """
+        secrets = self._secrets
         for key, item in value.items():
-            if key.__class__ is not str or not self._plain(key):
+            if (
+                key.__class__ is not str
+                or ":" in key
+                or "=" in key
+                or "earer" in key
+                or (secrets and self._holds_secret(key))
+            ):
                 return False
             kind = item.__class__
             if kind is str:
-                if not self._plain(item):
+                if (
+                    ":" in item
+                    or "=" in item
+                    or "earer" in item
+                    or (secrets and self._holds_secret(item))
+                ):
                     return False
             elif kind in _SCALARS:
                 continue
@@ -115,7 +128,12 @@ class Redactor:
             elif kind is list:
                 for element in item:  # lists of plain values; anything deeper: the long way
                     if element.__class__ is str:
-                        if not self._plain(element):
+                        if (
+                            ":" in element
+                            or "=" in element
+                            or "earer" in element
+                            or (secrets and self._holds_secret(element))
+                        ):
                             return False
                     elif element.__class__ not in _SCALARS:
                         return False

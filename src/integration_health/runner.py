@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
@@ -40,7 +41,7 @@ from uuid import UUID
 from .checks import BrokenIntegration, CheckRegistry, HealthCheck, default_registry
 from .config import IntegrationConfigBase
 from .errors import ConfigError, UnknownIntegrationType
-from .model import ErrorCode, HealthResult, utcnow
+from .model import ErrorCode, HealthResult, HealthStatus, utcnow
 from .policy import IntegrationState, StatusRules, apply_status_rules, next_state
 from .redaction import Redactor
 from .settings import Settings
@@ -121,6 +122,10 @@ the loop itself takes a while to deliver every cancellation, and a check that ho
 not to blame for that."""
 
 
+async def _no_check(_org_id: UUID, _config: Any) -> object:  # pragma: no cover - never run
+    raise AssertionError("a lane ran a check before _Run._prepare set it up")
+
+
 class _Lane:
     """One worker of a run: a task that runs checks one after the other, and the timer that
     enforces the deadline of the check it is running.
@@ -142,15 +147,19 @@ class _Lane:
 
     __slots__ = (
         "abandoned",
+        "call",
         "cancelled_at",
+        "config",
         "deadline",
         "expired_ms",
         "holds_slot",
         "index",
         "recorded",
+        "redactor",
         "run",
         "running",
         "started",
+        "started_at",
         "stop_reason",
         "task",
         "timer",
@@ -173,6 +182,12 @@ class _Lane:
         self.cancelled_at = 0.0
         self.stop_reason = ""
         """``"at its deadline"`` or ``"with its run"``: why the lane's task was cancelled."""
+        self.call: Callable[[UUID, Any], Awaitable[object]] = _no_check
+        """What runs the current check (see :meth:`_Run.caller`), its resolved config,
+        redactor and wall-clock start."""
+        self.config: Any = None
+        self.redactor = _NO_SECRETS
+        self.started_at: datetime | None = None
 
     # -- the deadline -----------------------------------------------------------------------
 
@@ -213,10 +228,6 @@ class _Lane:
         self.task.cancel()
 
     # -- the process-wide slot --------------------------------------------------------------
-
-    async def acquire_slot(self) -> None:
-        await self.run.slots.acquire()
-        self.holds_slot = True
 
     def release_slot(self) -> None:
         if self.holds_slot:
@@ -279,9 +290,8 @@ class _Run:
         self.loop = asyncio.get_running_loop()
         self.lanes: set[_Lane] = set()
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.coroutine_checks: dict[int, bool] = {}
-        """``id(check)`` → whether its ``check`` is ``async`` (asked once per check object;
-        the registry keeps the objects alive for the run)."""
+        self.callers: dict[str, Callable[[UUID, Any], Awaitable[object]]] = {}
+        """``integration_type`` → how to run its check (see :func:`_caller`), once per run."""
 
     async def execute(self, lanes: int) -> None:
         for _ in range(lanes):
@@ -298,19 +308,41 @@ class _Run:
         lane.task = self.loop.create_task(self._work(lane))
 
     async def _work(self, lane: _Lane) -> None:
+        """Take the next integration and check it, inline in this lane's task, until none
+        are left (the check's coroutine is awaited right here: no task of its own)."""
+        items = self.items
+        slots = self.slots
         try:
             for index in self.queue:
-                lane.recorded = False  # before any return of _check_one, begin() or not
-                await lane.acquire_slot()
+                lane.recorded = False  # before any early result, begin() or not
+                if not slots.take():  # a free slot is the rule: nothing to await then
+                    await slots.acquire()
+                lane.holds_slot = True
+                item = items[index]
                 try:
-                    result = await _check_one(self.items[index], self, lane, index)
+                    result = self._prepare(item, lane, index)
+                    if result is None:  # started (lane.begin ran): run the check
+                        try:
+                            value = await lane.call(item.org_id, lane.config)
+                        except asyncio.CancelledError:
+                            result = self._cancelled(item, lane)
+                            if result is None:
+                                raise
+                        except Exception as exc:  # noqa: BLE001 - its own result, see _ended
+                            result = self._ended(item, lane, None, exc)
+                        else:
+                            result = self._ended(item, lane, value, None)
                 finally:
                     lane.running = False
-                    lane.release_slot()
+                    if lane.holds_slot:  # lane.release_slot(), inline
+                        lane.holds_slot = False
+                        slots.release()
                 if lane.abandoned:
                     return  # the run recorded this check's timeout and went on without us
                 if not lane.recorded:
-                    self.record(index, result)
+                    self.results[index] = result  # self.record(), inline
+                    if self.on_result is not None:
+                        self.on_result(CheckOutcome(item, result))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - e.g. from on_result: the run raises it
@@ -321,6 +353,102 @@ class _Run:
                 self.lanes.discard(lane)
                 if not self.lanes and not self.done.done():
                     self.done.set_result(None)
+
+    def _prepare(self, item: Integration, lane: _Lane, index: int) -> HealthResult | None:
+        """Set ``lane`` up for ``item``'s check and start its deadline; or the result already,
+        for an item that cannot be checked (a broken definition, a missing secret)."""
+        clock = self.clock
+        if isinstance(item, BrokenIntegration):
+            return HealthResult.unreachable(
+                ErrorCode.CONFIG_INVALID, item.problem, 0, checked_at=clock()
+            )
+        try:
+            call = self.callers.get(item.integration_type)
+            if call is None:
+                check = self.registry.check_for(item.integration_type)
+                call = self.callers[item.integration_type] = _caller(check)
+            config, secrets = item.resolve(self.environ)
+        except (ConfigError, UnknownIntegrationType) as exc:
+            return HealthResult.unreachable(
+                ErrorCode.CONFIG_INVALID, str(exc), 0, checked_at=clock()
+            )
+        lane.call = call
+        lane.config = config
+        lane.redactor = Redactor(secrets) if secrets else _NO_SECRETS
+        lane.started_at = clock()
+        lane.begin(index)
+        return None
+
+    def _cancelled(self, item: Integration, lane: _Lane) -> HealthResult | None:
+        """The result of a check that raised ``CancelledError``, or None when the lane's task
+        must go on raising it (the run is cancelled, or someone else cancelled the task)."""
+        task = lane.task
+        assert task is not None
+        if lane.stop_reason:  # cancelled at the deadline or with the run
+            lane.late_stop(item, raised_cancel=True)
+            if lane.expired_ms is not None and task.uncancel() == 0 and not lane.abandoned:
+                return _timed_out(self, lane.expired_ms)
+            return None
+        if task.cancelling():
+            return None  # someone else cancelled the lane's task: not ours to swallow
+        return HealthResult.unreachable(
+            ErrorCode.INTERNAL,
+            "The check was cancelled by itself.",
+            (time.monotonic() - lane.started) * 1000,
+            checked_at=self.clock(),
+        )
+
+    def _ended(
+        self, item: Integration, lane: _Lane, value: object, error: Exception | None
+    ) -> HealthResult:
+        """The result of a check that returned ``value`` or raised ``error``, stamped with
+        ``clock()`` when it ended.
+
+        The adapter's result is copied once at most: status rules, redaction and the
+        ``checked_at`` stamp go into the same ``model_copy`` (results are frozen); with the
+        default clock, a result the adapter stamped during the check is kept as it is.
+        """
+        clock = self.clock
+        if lane.stop_reason:  # it ended without raising CancelledError: it ignored the cancel
+            lane.late_stop(item, raised_cancel=False)
+            assert lane.task is not None
+            lane.task.uncancel()
+            return _timed_out(self, lane.expired_ms or 0.0)  # dropped if the lane was given up
+        elapsed_ms = (time.monotonic() - lane.started) * 1000
+        if error is not None:
+            return _from_exception(error, elapsed_ms, lane.redactor, clock)
+        if not isinstance(value, HealthResult):
+            return HealthResult.unreachable(
+                ErrorCode.INTERNAL,
+                f"The {item.integration_type} check returned {type(value).__name__}, "
+                "not a HealthResult (a bug in the adapter).",
+                elapsed_ms,
+                checked_at=clock(),
+            )
+        config = lane.config
+        assert lane.started_at is not None
+        result = value
+        if (
+            value.status is HealthStatus.HEALTHY
+            and value.latency_ms > self.rules.latency_threshold_ms(config)
+        ):
+            result = apply_status_rules(config, value, self.rules)
+        # Redaction, and the stamp: copy on change (usually nothing changes).
+        redactor = lane.redactor
+        said = result.error
+        masked = redactor.text(said) if said else said
+        details = redactor.obj(result.details)
+        restamp = clock is not utcnow or not lane.started_at <= result.checked_at <= utcnow()
+        if masked == said and details is result.details and not restamp:
+            return result
+        update: dict[str, Any] = {}
+        if masked != said:
+            update["error"] = masked
+        if details is not result.details:
+            update["details"] = details
+        if restamp:
+            update["checked_at"] = clock()
+        return result.model_copy(update=update)
 
     def fail(self, exc: BaseException) -> None:
         """End the run with ``exc`` (raised by :meth:`execute`, which stops every lane)."""
@@ -367,15 +495,14 @@ class _Run:
                     lane.task.cancel()
         self.lanes.clear()
 
-    def start(self, check: HealthCheck[Any], org_id: UUID, config: IntegrationConfigBase) -> Any:
-        """Start a check: a coroutine for async checks, a daemon thread for plain functions."""
-        method = check.check
-        is_coroutine = self.coroutine_checks.get(id(check))
-        if is_coroutine is None:
-            is_coroutine = self.coroutine_checks[id(check)] = inspect.iscoroutinefunction(method)
-        if is_coroutine:
-            return method(org_id, config)
-        return run_blocking(method, org_id, config)
+
+def _caller(check: HealthCheck[Any]) -> Callable[[UUID, Any], Awaitable[object]]:
+    """How to run ``check``: its own ``check`` for async checks, and for plain functions one
+    that runs it in a daemon thread (:func:`run_blocking`)."""
+    method = check.check
+    if inspect.iscoroutinefunction(method):
+        return method
+    return functools.partial(run_blocking, method)
 
 
 def _abandon(task: asyncio.Task[None]) -> None:
@@ -394,70 +521,6 @@ def _timed_out(run: _Run, waited_ms: float) -> HealthResult:
     )
 
 
-async def _check_one(item: Integration, run: _Run, lane: _Lane, index: int) -> HealthResult:
-    """Run one check, in ``lane``'s task, to a result stamped with ``run.clock()`` when it
-    ended; never raises (except for the run's own cancellation).
-
-    The adapter's result is copied once at most: status rules, redaction and the
-    ``checked_at`` stamp go into the same ``model_copy`` (results are frozen); with the
-    default clock, a result the adapter stamped during the check is kept as it is.
-    """
-    clock = run.clock
-    if isinstance(item, BrokenIntegration):
-        return HealthResult.unreachable(
-            ErrorCode.CONFIG_INVALID, item.problem, 0, checked_at=clock()
-        )
-    try:
-        check = run.registry.check_for(item.integration_type)
-        config, secrets = item.resolve(run.environ)
-    except (ConfigError, UnknownIntegrationType) as exc:
-        return HealthResult.unreachable(ErrorCode.CONFIG_INVALID, str(exc), 0, checked_at=clock())
-    redactor = Redactor(secrets) if secrets else _NO_SECRETS
-    started_at = clock()
-    lane.begin(index)
-    task = lane.task
-    assert task is not None
-    error: Exception | None = None
-    try:
-        result = await run.start(check, item.org_id, config)
-    except asyncio.CancelledError:
-        if lane.stop_reason:  # cancelled at the deadline or with the run
-            lane.late_stop(item, raised_cancel=True)
-            if lane.expired_ms is not None and task.uncancel() == 0 and not lane.abandoned:
-                return _timed_out(run, lane.expired_ms)
-            raise
-        if task.cancelling():
-            raise  # someone else cancelled the lane's task: not ours to swallow
-        return HealthResult.unreachable(
-            ErrorCode.INTERNAL,
-            "The check was cancelled by itself.",
-            (time.monotonic() - lane.started) * 1000,
-            checked_at=clock(),
-        )
-    except Exception as exc:  # noqa: BLE001 - one check's failure is its own result
-        error = exc
-    if lane.stop_reason:  # it ended without raising CancelledError: it ignored the cancel
-        lane.late_stop(item, raised_cancel=False)
-        task.uncancel()
-        return _timed_out(run, lane.expired_ms or 0.0)  # dropped if the lane was given up
-    elapsed_ms = (time.monotonic() - lane.started) * 1000
-    if error is not None:
-        return _from_exception(error, elapsed_ms, redactor, clock)
-    if not isinstance(result, HealthResult):
-        return HealthResult.unreachable(
-            ErrorCode.INTERNAL,
-            f"The {item.integration_type} check returned {type(result).__name__}, "
-            "not a HealthResult (a bug in the adapter).",
-            elapsed_ms,
-            checked_at=clock(),
-        )
-    result = apply_status_rules(config, result, run.rules)
-    update = _redactions(result, redactor)
-    if clock is not utcnow or not started_at <= result.checked_at <= utcnow():
-        update["checked_at"] = clock()
-    return result.model_copy(update=update) if update else result
-
-
 _NO_SECRETS = Redactor()
 """The redactor of a check without secrets (it still masks secret-shaped substrings)."""
 
@@ -467,19 +530,6 @@ def _from_exception(
 ) -> HealthResult:
     code, message = classify_exception(exc)
     return HealthResult.unreachable(code, redactor.text(message), elapsed_ms, checked_at=clock())
-
-
-def _redactions(result: HealthResult, redactor: Redactor) -> dict[str, Any]:
-    """The fields of ``result`` that change once redacted (none, usually)."""
-    update: dict[str, Any] = {}
-    if result.error:
-        error = redactor.text(result.error)
-        if error != result.error:
-            update["error"] = error
-    details = redactor.obj(result.details)
-    if details is not result.details:
-        update["details"] = details
-    return update
 
 
 def _state_of(record: StatusRecord) -> IntegrationState:

@@ -10,6 +10,7 @@ letter case).
 
 from __future__ import annotations
 
+import enum
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -18,7 +19,12 @@ import pytest
 from pydantic import SecretStr
 
 from integration_health.checks import CheckRegistry, default_registry
-from integration_health.config import IntegrationConfigBase, _may_hold_reference
+from integration_health.config import (
+    IntegrationConfigBase,
+    _annotation_may_hold_string,
+    _may_hold_reference,
+    _resolve_plan,
+)
 from integration_health.testing import FakeConfig
 
 ORG = "7d3f0000-0000-4000-8000-000000000001"
@@ -379,3 +385,60 @@ def test_secret_field_names_are_computed_once_per_class() -> None:
     assert WithKey.secret_field_names() == ("secret", "api_key")
     assert FakeConfig.secret_field_names() is FakeConfig.secret_field_names()
     assert FakeConfig.secret_field_names() == ("secret",)
+
+
+class _Mode(enum.Enum):
+    A = "a"
+    B = 2
+
+
+class _Template(enum.StrEnum):
+    REF = "${NOT_A_FIELD_VALUE}"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "may"),
+    [
+        (int, False),
+        (bool | None, False),
+        (uuid.UUID, False),
+        (list[int] | None, False),
+        (tuple[int, ...], False),
+        (_Mode, False),
+        (Literal["http", "https"], False),
+        (Literal["${X}"], True),  # a literal could only hold what it says
+        (_Template, True),
+        (str, True),
+        (str | None, True),
+        (SecretStr | None, True),
+        (dict[str, int], True),  # keys are strings; resolve() decides, not the plan
+        (list[str], True),
+        (Any, True),
+        (Path, True),
+    ],
+)
+def test_annotation_may_hold_string(annotation: Any, may: bool) -> None:
+    """The per-class plan skips only fields whose validated values can hold no string."""
+    assert _annotation_may_hold_string(annotation) is may
+
+
+def test_resolve_plan_is_per_class_and_finds_new_string_fields() -> None:
+    """A subclass gets a plan of its own: a string field it adds is looked at (a reference in
+    it is resolved), an int field is not."""
+
+    class WithExtra(FakeConfig):
+        integration_type: Literal["with_extra"] = "with_extra"  # type: ignore[assignment]
+        region: str = "eu"
+        retries: int = 3
+
+    base_fields, _ = _resolve_plan(FakeConfig)
+    fields, secrets = _resolve_plan(WithExtra)
+    assert "region" in fields and "region" not in base_fields
+    assert "retries" not in fields and "org_id" not in fields and "enabled" not in fields
+    assert secrets == ("secret",)
+    config = WithExtra(
+        integration_id=uuid.uuid4(), org_id=uuid.uuid4(), name="n", region="${REGION}"
+    )
+    resolved, _ = config.resolve({"REGION": "us"})
+    assert resolved.region == "us"
+    assert _resolve_plan(WithExtra) is _resolve_plan(WithExtra)

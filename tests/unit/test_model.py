@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from integration_health import ErrorCode, HealthResult, HealthStatus, overall_status
@@ -86,3 +88,46 @@ def test_constructors_set_status_and_ok() -> None:
     assert (slow.status, slow.ok) == (HealthStatus.DEGRADED, True)
     assert slow.details == {"retry_after_s": 3}
     assert HealthResult.healthy(1).ok
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    latency=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=False, width=64), st.integers(-5, 10**6)
+    ),
+    details=st.one_of(
+        st.none(),
+        st.dictionaries(
+            st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5), st.none())
+        ),
+    ),
+)
+def test_healthy_shortcut_builds_what_validation_builds(
+    latency: float, details: dict[str, object] | None
+) -> None:
+    """``healthy()`` skips validation for a float latency: the result is the one the
+    validating constructor makes (fields, types, ``model_fields_set``, a copied ``details``),
+    and what validation refuses is still refused."""
+    try:
+        validated = HealthResult(
+            status=HealthStatus.HEALTHY, latency_ms=latency, details=details or {}
+        )
+    except (ValidationError, OverflowError) as exc:
+        with pytest.raises(type(exc)):
+            HealthResult.healthy(latency, details=details)
+        return
+    quick = HealthResult.healthy(latency, details=details)
+    assert quick.model_dump(exclude={"checked_at"}) == validated.model_dump(exclude={"checked_at"})
+    assert quick == validated.model_copy(update={"checked_at": quick.checked_at})
+    assert type(quick.latency_ms) is int and quick.status is HealthStatus.HEALTHY
+    assert quick.checked_at.tzinfo is UTC
+    assert abs(quick.checked_at - validated.checked_at) < timedelta(seconds=5)
+    assert quick.model_fields_set == validated.model_fields_set
+    assert (
+        quick.model_dump(exclude_unset=True).keys()
+        == validated.model_dump(exclude_unset=True).keys()
+    )
+    if details is not None:
+        assert quick.details is not details  # a copy, as validation makes
+    with pytest.raises(ValidationError):
+        quick.latency_ms = 3  # type: ignore[misc] - frozen like any other result

@@ -36,7 +36,6 @@ from pydantic import Field, SecretStr, field_validator
 from ..checks import Adapter, CheckContext
 from ..config import IntegrationConfigBase
 from ..model import ErrorCode, HealthResult
-from ._http import HttpClient, HttpResponse
 from ._results import result_for_exception, result_for_http_status
 
 __all__ = ["ADAPTER", "HttpCheck", "HttpConfig"]
@@ -95,51 +94,56 @@ class HttpCheck:
     def __init__(self, context: CheckContext) -> None:
         self._context = context
 
-    @property
-    def _http(self) -> HttpClient:
-        return self._context.http
-
     async def check(self, org_id: UUID, config: HttpConfig) -> HealthResult:
         """One request (two on HEAD fallback); the status code decides."""
-        headers = dict(config.headers)
+        headers: dict[str, str] | None = config.headers or None  # None: nothing to merge
         if config.bearer_token is not None:
-            headers["Authorization"] = f"Bearer {config.bearer_token.get_secret_value()}"
+            token = config.bearer_token.get_secret_value()
+            headers = {**config.headers, "Authorization": f"Bearer {token}"}
         details: dict[str, object] = {"method": config.method}
         started = time.monotonic()
+        http = self._context.http
         try:
-            response = await self._send(config, config.method, headers)
+            response = await http.request(
+                config.method,
+                config.url,
+                headers=headers,
+                read_body=False,
+                follow_redirects=config.follow_redirects,
+            )
             if config.method == "HEAD" and response.status in (405, 501):
                 first_ms = response.elapsed_ms
-                response = await self._send(config, "GET", headers)
+                response = await http.request(
+                    "GET",
+                    config.url,
+                    headers=headers,
+                    read_body=False,
+                    follow_redirects=config.follow_redirects,
+                )
                 response.elapsed_ms += first_ms
                 details.update(method="GET", head_fallback=True)
         except Exception as exc:  # noqa: BLE001 - every transport failure becomes a result
             return result_for_exception(exc, started, details)
-        details.update(http_status=response.status, phases=response.phases)
+        status = response.status
+        details["http_status"] = status
+        details["phases"] = response.phases
         if response.redirects:
             details["redirects"] = len(response.redirects)
         latency = response.elapsed_ms
-        if config.expected_status is not None:
-            if response.status in config.expected_status:
+        expected = config.expected_status
+        if expected is None:
+            if 200 <= status < 400:  # the common answer, without result_for_http_status's copy
                 return HealthResult.healthy(latency, details=details)
-            if response.status < 400:
-                return HealthResult.unreachable(
-                    ErrorCode.BAD_RESPONSE,
-                    f"Unexpected HTTP {response.status}; expected "
-                    f"{', '.join(map(str, config.expected_status))}.",
-                    latency,
-                    details=details,
-                )
+        elif status in expected:
+            return HealthResult.healthy(latency, details=details)
+        elif status < 400:
+            return HealthResult.unreachable(
+                ErrorCode.BAD_RESPONSE,
+                f"Unexpected HTTP {status}; expected {', '.join(map(str, expected))}.",
+                latency,
+                details=details,
+            )
         return result_for_http_status(response, latency, details=details, what="The endpoint")
-
-    async def _send(self, config: HttpConfig, method: str, headers: dict[str, str]) -> HttpResponse:
-        return await self._http.request(
-            method,
-            config.url,
-            headers=headers,
-            read_body=False,
-            follow_redirects=config.follow_redirects,
-        )
 
 
 ADAPTER = Adapter(
