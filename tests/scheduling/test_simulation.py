@@ -158,7 +158,7 @@ def test_world_results_are_valid() -> None:
 
 def test_seven_days_of_scheduling() -> None:
     """Floors, backoff and budgets hold over a week, and every outage is detected in time."""
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     world = World.build(seed=20261128)
     orgs = [uuid.uuid4() for _ in range(40)]  # uneven: the first org holds a third of all
     integrations: list[IntegrationConfigBase] = []
@@ -262,7 +262,7 @@ def test_seven_days_of_scheduling() -> None:
                 )
         at += TICK
 
-    elapsed = time.monotonic() - started
+    elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
     total = sum(len(v) for v in probes.values())
 
     # 1. floor: no integration probed more often than its type's minimum interval
@@ -307,10 +307,13 @@ def test_seven_days_of_scheduling() -> None:
     assert pauses and {p.integration_type for p in pauses} == {"limits"}
 
     print(  # the figures, for the record (pytest -s shows them)
-        f"\n7 days, 1000 integrations: {total:,} probes in {elapsed:.1f} s; "
+        f"\n7 days, 1000 integrations: {total:,} probes in {elapsed:.1f} s ({cpu:.1f} s CPU); "
         f"min gap per type { {k: str(v) for k, v in min_gap.items()} }; "
         f"backoff checked on {backoff_checked} gaps; worst checks/min {dict(worst)}; "
         f"{len(world.outages)} outages, slowest detection {slowest}; "
         f"{len(pauses)} pauses of 'limits'"
     )
-    assert elapsed < 60
+    # "Runs in seconds": ~35 s here on an idle machine. Bounded by this process's CPU time,
+    # not wall time, so that a busy shared machine does not fail it (a full suite run once
+    # took 80 s of wall time for it); a real slowdown of the simulation still does.
+    assert cpu < 90, f"the simulation took {cpu:.0f} s of CPU"
