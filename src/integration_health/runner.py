@@ -3,7 +3,9 @@
 How the deadline holds whatever a check does
 --------------------------------------------
 Checks run inside the run's lanes (:class:`_Lane`: a task that takes the next integration from
-the queue, one check at a time). At a check's deadline its lane's task is cancelled, which ends
+the queue, one check at a time). A check's deadline runs from when its lane takes it — for the
+first wave, from the run's start, so that the burst of starting them all does not push the
+run's end back. At a check's deadline its lane's task is cancelled, which ends
 a check that honours cancellation at once: the result is ``unreachable``/``timeout``. A check
 that swallows :class:`asyncio.CancelledError` cannot delay the run: :data:`IGNORED_CANCEL_WARN_S`
 after ``cancel()`` the run records its timeout, frees its slot, gives its lane up **without
@@ -147,6 +149,7 @@ class _Lane:
 
     __slots__ = (
         "abandoned",
+        "anchor",
         "call",
         "cancelled_at",
         "config",
@@ -167,6 +170,9 @@ class _Lane:
 
     def __init__(self, run: _Run) -> None:
         self.run = run
+        self.anchor: tuple[float, float] | None = run.anchor or (time.monotonic(), run.loop.time())
+        """When the lane was started (monotonic, loop time; the run's start for its first
+        lanes): its first check's deadline runs from then, see :meth:`begin`."""
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0
@@ -192,14 +198,27 @@ class _Lane:
     # -- the deadline -----------------------------------------------------------------------
 
     def begin(self, index: int) -> None:
-        """A check starts: its deadline is ``timeout_s`` from now."""
+        """A check starts: its deadline is ``timeout_s`` from now — or, for the lane's first
+        check, from when the lane was started (unless it had to wait for a slot).
+
+        A run starts all its lanes at once, and opening that many connections in one burst
+        takes the loop a while (~0.2–0.4 s of CPU for 1,000 here); counting the first wave's
+        deadlines from the run's start keeps the whole run within ``timeout_s`` plus a few
+        milliseconds of its start (a check queued behind them gets its full ``timeout_s``
+        from when a lane takes it)."""
         loop = self.run.loop
         self.index = index
         self.expired_ms = None
         self.stop_reason = ""
         self.recorded = False
-        self.started = time.monotonic()
-        self.deadline = loop.time() + self.run.timeout_s
+        anchor = self.anchor
+        if anchor is None:
+            self.started = time.monotonic()
+            self.deadline = loop.time() + self.run.timeout_s
+        else:
+            self.anchor = None
+            self.started = anchor[0]
+            self.deadline = anchor[1] + self.run.timeout_s
         self.running = True
         if self.timer is None:
             self.timer = loop.call_at(self.deadline, self._fire)
@@ -213,7 +232,7 @@ class _Lane:
             if loop.time() < self.deadline:  # armed for an earlier check that ended in time
                 self.timer = loop.call_at(self.deadline, self._fire)
                 return
-            self.expired_ms = (time.monotonic() - self.started) * 1000
+            self.expired_ms = (self.run.noticed_at() - self.started) * 1000
             self.cancel("at its deadline")
             self.timer = loop.call_at(loop.time() + IGNORED_CANCEL_WARN_S, self._fire)
             # The timeout is the result now: it does not wait for the check to unwind.
@@ -290,17 +309,42 @@ class _Run:
         self.loop = asyncio.get_running_loop()
         self.lanes: set[_Lane] = set()
         self.done: asyncio.Future[None] = self.loop.create_future()
+        self._noticed: float | None = None
+        self.anchor: tuple[float, float] | None = None
+        """While the first lanes are started: the run's start (see :meth:`_Lane.begin`)."""
         self.callers: dict[str, Callable[[UUID, Any], Awaitable[object]]] = {}
         """``integration_type`` → how to run its check (see :func:`_caller`), once per run."""
 
     async def execute(self, lanes: int) -> None:
+        # The first lanes share one anchor, so the first wave's deadlines fall together and
+        # are noticed in one loop iteration (see noticed_at).
+        self.anchor = (time.monotonic(), self.loop.time())
         for _ in range(lanes):
             self._start_lane()
+        self.anchor = None
         try:
             await self.done
         except BaseException:
             self.stop()
             raise
+
+    def noticed_at(self) -> float:
+        """The monotonic time at which the deadlines firing in this loop iteration were
+        noticed: the first timer of an iteration reads the clock, the others reuse it.
+
+        When many deadlines fall together (a run's first wave), the loop runs their timers
+        one after another; each then records the time its check had waited when the loop
+        reached the deadlines, not that plus the time spent cancelling the checks before it
+        (~30–60 µs each here: 1,000 of them would add up to ~60 ms). The results follow
+        within that burst (``last result`` in docs/benchmarks.md, "Timeout precision")."""
+        now = self._noticed
+        if now is None:
+            now = self._noticed = time.monotonic()
+            self.loop.call_soon(self._forget_noticed)  # runs after this iteration's callbacks
+        return now
+
+    def _forget_noticed(self) -> None:
+        self._noticed = None
 
     def _start_lane(self) -> None:
         lane = _Lane(self)
@@ -317,6 +361,7 @@ class _Run:
                 lane.recorded = False  # before any early result, begin() or not
                 if not slots.take():  # a free slot is the rule: nothing to await then
                     await slots.acquire()
+                    lane.anchor = None  # waited: the deadline starts with the check
                 lane.holds_slot = True
                 item = items[index]
                 try:
@@ -334,6 +379,7 @@ class _Run:
                             result = self._ended(item, lane, value, None)
                 finally:
                     lane.running = False
+                    lane.anchor = None  # also when the item never began (a broken config)
                     if lane.holds_slot:  # lane.release_slot(), inline
                         lane.holds_slot = False
                         slots.release()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -14,6 +14,7 @@ from integration_health import (
     CheckRegistry,
     ConfigError,
     ErrorCode,
+    HealthResult,
     HealthStatus,
     StatusRules,
     run_health_checks,
@@ -357,3 +358,57 @@ async def test_every_item_of_a_lane_gets_its_result_after_a_timeout(
         ("missing", ErrorCode.CONFIG_INVALID),
         ("quick", None),
     ]
+
+
+class BurstConfig(FakeConfig):
+    integration_type: Literal["burst"] = "burst"  # type: ignore[assignment]
+
+
+class BurstCheck:
+    """Spends 30 ms of the loop's time before it waits forever: what opening hundreds of
+    connections in one burst costs the loop at a run's start."""
+
+    integration_type = "burst"
+
+    async def check(self, org_id: uuid.UUID, config: BurstConfig) -> HealthResult:
+        time.sleep(0.03)
+        await asyncio.sleep(10)
+        raise AssertionError("not reached")
+
+
+async def test_first_wave_deadlines_run_from_the_run_start(
+    registry: CheckRegistry, org_id: uuid.UUID
+) -> None:
+    """Ten checks that each take the loop 30 ms to start (0.3 s in all) and then never answer,
+    timeout 0.4 s, all in flight at once: the run still ends ~0.4 s after it started, not
+    0.4 s after the last check got going (0.7 s), and every timeout says ~400 ms waited."""
+    registry.register_check(BurstConfig, BurstCheck())
+    items = [
+        BurstConfig(integration_id=uuid.uuid4(), org_id=org_id, name=f"b{i}") for i in range(10)
+    ]
+    started = time.monotonic()
+    outcomes = await run_health_checks(
+        org_id, integrations=items, store=None, registry=registry, timeout_s=0.4, concurrency=10
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.6, elapsed
+    assert [o.result.error_code for o in outcomes] == [ErrorCode.TIMEOUT] * 10
+    assert all(400 <= o.result.latency_ms < 550 for o in outcomes), [
+        o.result.latency_ms for o in outcomes
+    ]
+
+
+async def test_a_queued_check_gets_its_full_deadline(
+    registry: CheckRegistry, org_id: uuid.UUID
+) -> None:
+    """With one lane, the second slow check's deadline starts when it starts (after the
+    first one's 0.2 s), not with the run: both wait ~0.2 s, the run takes ~0.4 s."""
+    items = [fake(org_id, "first", delay_s=5), fake(org_id, "second", delay_s=5)]
+    started = time.monotonic()
+    outcomes = await run_health_checks(
+        org_id, integrations=items, store=None, registry=registry, timeout_s=0.2, concurrency=1
+    )
+    elapsed = time.monotonic() - started
+    assert 0.38 <= elapsed < 0.7
+    assert all(o.result.error_code is ErrorCode.TIMEOUT for o in outcomes)
+    assert all(190 <= o.result.latency_ms < 300 for o in outcomes)
