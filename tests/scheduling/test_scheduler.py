@@ -563,12 +563,23 @@ async def test_unchanged_records_are_parsed_once_across_passes(
 async def test_the_parse_cache_is_bounded_by_the_batch_size(
     store: Store, fakes: tuple[CheckRegistry, FakeCheck]
 ) -> None:
-    """The cache holds at most two passes' worth of due rows, however many integrations."""
+    """The cache holds at most two windows of due rows (2 batches each), however many
+    integrations; it evicts the rows read longest ago, so a row still in the window is not
+    parsed again."""
     registry, _check = fakes
     await seed(store, 30)
+    parsed: list[uuid.UUID] = []
+    original = registry.from_record
+
+    def counting(record: Any) -> Any:
+        parsed.append(record.integration_id)
+        return original(record)
+
+    registry.from_record = counting  # type: ignore[method-assign]
     scheduler = Scheduler(store, registry, clock=Clock(T0), options=SchedulerOptions(batch_size=2))
     async with registry:
         for _ in range(15):
             report = await scheduler.run_pass()
             assert report.ran == 2
-            assert len(scheduler._parsed) <= 2 * 4 * 2  # the bound under test
+            assert len(scheduler._parsed) <= 2 * 2 * 2  # the bound under test
+    assert len(parsed) == len(set(parsed)) == 30  # each record parsed once: no thrashing

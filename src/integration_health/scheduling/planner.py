@@ -136,10 +136,12 @@ def plan_checks(
     return plan
 
 
-def _due_key(candidate: Candidate) -> tuple[datetime, UUID]:
+def _due_key(candidate: Candidate) -> tuple[datetime, int]:
     status = candidate.status
     when = INITIAL_SLOT if status is None or status.next_check_at is None else status.next_check_at
-    return when, candidate.integration.integration_id
+    # The id as its int: the same order as UUIDs, compared in C (UUID's own comparisons are
+    # Python methods, called ~20 times per candidate by the sort when many share a time).
+    return when, candidate.integration.integration_id.int
 
 
 def rate_limit_switch(
