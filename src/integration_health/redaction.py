@@ -98,7 +98,7 @@ class Redactor:
         (string keys, plain strings, numbers, nested dicts and lists of them).
 
         A string is plain when :meth:`text` cannot change it: none of the needles (see
-        ``_NEEDLES``) and none of the secrets in it. The tests are written out inline: this
+        ``_NEEDLES``) and none of the secrets in it. The checks are written out inline: this
         walk runs over every result's details.
         """
         secrets = self._secrets

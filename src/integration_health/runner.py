@@ -189,7 +189,7 @@ class _Lane:
         self.stop_reason = ""
         """``"at its deadline"`` or ``"with its run"``: why the lane's task was cancelled."""
         self.call: Callable[[UUID, Any], Awaitable[object]] = _no_check
-        """What runs the current check (see :meth:`_Run.caller`), its resolved config,
+        """What runs the current check (see :func:`_caller`), its resolved config,
         redactor and wall-clock start."""
         self.config: Any = None
         self.redactor = _NO_SECRETS
