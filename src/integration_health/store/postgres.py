@@ -299,14 +299,14 @@ _CLAIM_SLOTS = """
 insert into public.integration_check_runs as run (
     integration_id, slot_at, org_id, state, worker, claimed_at
 )
-select c.integration_id, c.slot_at, c.org_id, 'claimed', %(worker)s, %(at)s
-from unnest(%(integration_id)s::uuid[], %(slot_at)s::timestamptz[], %(org_id)s::uuid[])
+select c.integration_id, c.slot_at, c.org_id, 'claimed', %(worker)b, %(at)b
+from unnest(%(integration_id)b::uuid[], %(slot_at)b::timestamptz[], %(org_id)b::uuid[])
     as c(integration_id, slot_at, org_id)
 on conflict (integration_id, slot_at) do update set
     worker = excluded.worker,
     claimed_at = excluded.claimed_at
 where run.state = 'claimed'
-  and (run.claimed_at < %(cutoff)s or run.worker = excluded.worker)
+  and (run.claimed_at < %(cutoff)b or run.worker = excluded.worker)
 returning run.integration_id, run.slot_at
 """
 
@@ -315,8 +315,8 @@ _COMPLETE_SLOTS = """
 update public.integration_check_runs as run
 set state = 'done', finished_at = now(), drift_ms = c.drift_ms
 from unnest(
-    %(integration_id)s::uuid[], %(slot_at)s::timestamptz[], %(worker)s::text[],
-    %(drift_ms)s::int[]
+    %(integration_id)b::uuid[], %(slot_at)b::timestamptz[], %(worker)b::text[],
+    %(drift_ms)b::int[]
 ) as c(integration_id, slot_at, worker, drift_ms)
 where run.integration_id = c.integration_id
   and run.slot_at = c.slot_at
