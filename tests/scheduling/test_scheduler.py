@@ -20,8 +20,8 @@ from integration_health.integrations_file import to_records
 from integration_health.passive import classify_sync_error, record_sync_outcome
 from integration_health.scheduling import Scheduler, SchedulerOptions
 from integration_health.store import MemoryStore, Organization, SQLiteStore, Store
-from integration_health.store.base import ResultWrite
-from integration_health.testing import FakeCheck, FakeConfig, fake_registry
+from integration_health.store.base import ResultWrite, TypeMode
+from integration_health.testing import BlockingFakeConfig, FakeCheck, FakeConfig, fake_registry
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -583,3 +583,35 @@ async def test_the_parse_cache_is_bounded_by_the_batch_size(
             assert report.ran == 2
             assert len(scheduler._parsed) <= 2 * 2 * 2  # the bound under test
     assert len(parsed) == len(set(parsed)) == 30  # each record parsed once: no thrashing
+
+
+async def test_a_paused_type_filling_the_window_does_not_hold_up_other_types(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Ten due checks of a paused type sort before three of another type and fill the due
+    window (two batches of 2): the pass reads again without the paused type and runs the
+    others, and the report still counts what the pause held back."""
+    registry, _check = fakes
+    org = uuid.uuid4()
+    paused_items = [
+        FakeConfig(integration_id=uuid.UUID(int=i + 1), org_id=org, name=f"paused-{i}")
+        for i in range(10)
+    ]
+    other_items = [
+        BlockingFakeConfig(integration_id=uuid.UUID(int=2**127 + i), org_id=org, name=f"o-{i}")
+        for i in range(3)
+    ]
+    await store.import_definitions(
+        [Organization(org, "Org")], [], to_records([*paused_items, *other_items])
+    )
+    await store.set_type_mode(
+        TypeMode("fake", T0 + timedelta(hours=1), "test pause", T0), integration_type="fake"
+    )
+    scheduler = Scheduler(store, registry, clock=Clock(T0), options=SchedulerOptions(batch_size=2))
+    async with registry:
+        report = await scheduler.run_pass()
+        assert report.ran == 2
+        assert {o.integration.integration_type for o in report.outcomes} == {"fake_blocking"}
+        assert report.paused == {"fake": 4}  # those the first window held
+        assert (await scheduler.run_pass()).ran == 1  # the third one
+        assert (await scheduler.run_pass()).ran == 0  # only paused ones are left

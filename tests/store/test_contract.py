@@ -311,6 +311,14 @@ async def test_list_due(store: Store) -> None:
         "overdue",
         "later",
     }
+    # exclude_types leaves a type out, never-checked and overdue alike
+    vendor = record(org, "vendor", integration_type="xledger", config={})
+    await store.import_definitions([Organization(org, "Acme")], [], [vendor])
+    everything = await store.list_due(T0 + timedelta(minutes=20))
+    assert {d.integration.name for d in everything} == {"fresh", "overdue", "vendor"}
+    kept = await store.list_due(T0 + timedelta(minutes=20), exclude_types={"http"})
+    assert [d.integration.integration_id for d in kept] == [vendor.integration_id]
+    assert await store.list_due(T0 + timedelta(minutes=20), exclude_types=["http", "xledger"]) == []
 
 
 async def test_sync_outcome_keeps_next_check_at(store: Store) -> None:

@@ -411,21 +411,45 @@ class Scheduler:
         """Load due checks and plan them; returns the plan and each one's previous state."""
         # One query serves planning and warm-up: the checks due by the end of the warm-up
         # window, earliest first; those due now come first, the rest are only warmed up.
+        window = self.options.batch_size * _DUE_WINDOW
         upcoming = await self.store.list_due(
-            at + timedelta(seconds=self.options.warmup_s),
-            limit=self.options.batch_size * _DUE_WINDOW,
+            at + timedelta(seconds=self.options.warmup_s), limit=window
         )
         self._upcoming = (at, upcoming[: self.options.batch_size])
         due = [d for d in upcoming if d.slot_at <= at]
         modes = await self._current_modes(at)
+        budgets = self._budgets(at)
         candidates = [Candidate(self._parse(d.integration), d.status) for d in due]
         plan = plan_checks(
-            candidates,
-            at=at,
-            type_modes=modes,
-            budgets=self._budgets(at),
-            max_checks=self.options.batch_size,
+            candidates, at=at, type_modes=modes, budgets=budgets, max_checks=self.options.batch_size
         )
+        held = set(plan.paused) | {kind for kind, count in plan.deferred_budget.items() if count}
+        if held and len(upcoming) >= window and len(plan.run) < self.options.batch_size:
+            # The window was full and checks of paused or budget-spent types took room in
+            # it: read the due checks of the other types, so that a vendor with more due
+            # checks than the window does not hold every other type up until its pause ends.
+            more = await self.store.list_due(at, limit=window, exclude_types=held)
+            planned = {p.integration.integration_id for p in plan.run}
+            extra = [
+                Candidate(self._parse(d.integration), d.status)
+                for d in more
+                if d.integration.integration_id not in planned
+            ]
+            left = dict(budgets)
+            for p in plan.run:
+                kind = p.integration.integration_type
+                if kind in left:
+                    left[kind] -= 1
+            plan.run.extend(
+                plan_checks(
+                    extra,
+                    at=at,
+                    type_modes=modes,
+                    budgets=left,
+                    max_checks=self.options.batch_size - len(plan.run),
+                ).run
+            )
+            candidates.extend(extra)
         report.due = len(plan.run)
         report.deferred_budget = plan.deferred_budget
         report.paused = plan.paused

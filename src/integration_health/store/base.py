@@ -8,7 +8,7 @@ Three implementations keep the same contract (one test suite runs against all of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -293,10 +293,14 @@ class Store(Protocol):
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def list_due(self, at: datetime, *, limit: int = 10_000) -> list[DueCheck]:
+    async def list_due(
+        self, at: datetime, *, limit: int = 10_000, exclude_types: Collection[str] = ()
+    ) -> list[DueCheck]:
         """Enabled, active integrations never checked or whose ``next_check_at`` ≤ ``at``.
 
-        Oldest due first (never-checked first of all), at most ``limit``.
+        Oldest due first (never-checked first of all), at most ``limit``, leaving out the
+        integration types in ``exclude_types`` (the scheduler's paused types, when they fill
+        the window).
         """
         ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import UUID
@@ -260,10 +260,14 @@ class MemoryStore:
         events.sort(key=lambda e: (e.at, e.id), reverse=True)
         return events[: max(0, limit)]
 
-    async def list_due(self, at: datetime, *, limit: int = 10_000) -> list[DueCheck]:
+    async def list_due(
+        self, at: datetime, *, limit: int = 10_000, exclude_types: Collection[str] = ()
+    ) -> list[DueCheck]:
         due = []
         for record in self._integrations.values():
             if not record.enabled or record.monitoring_mode != "active":
+                continue
+            if record.integration_type in exclude_types:
                 continue
             status = self._statuses.get(record.integration_id)
             if status is None or status.next_check_at is None or status.next_check_at <= at:

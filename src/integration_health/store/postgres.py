@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1067,7 +1067,9 @@ class PostgresStore:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def list_due(self, at: datetime, *, limit: int = 10_000) -> list[DueCheck]:
+    async def list_due(
+        self, at: datetime, *, limit: int = 10_000, exclude_types: Collection[str] = ()
+    ) -> list[DueCheck]:
         """The due checks at ``at``: never checked first, then oldest ``next_check_at`` first.
 
         Cost grows with what is due, not with the number of integrations, except for the
@@ -1083,6 +1085,7 @@ class PostgresStore:
                 (select i.id, null::timestamptz as due_at
                  from public.integrations i
                  where i.enabled and i.monitoring_mode = 'active'
+                   and i.integration_type <> all(%(exclude)s::text[])
                    and not exists (select 1 from public.integration_health_status n
                                    where n.integration_id = i.id)
                  order by i.id
@@ -1092,7 +1095,9 @@ class PostgresStore:
                  from public.integration_health_status n
                  cross join lateral (select 1 from public.integrations a
                                      where a.id = n.integration_id and a.enabled
-                                       and a.monitoring_mode = 'active' offset 0) a
+                                       and a.monitoring_mode = 'active'
+                                       and a.integration_type <> all(%(exclude)s::text[])
+                                     offset 0) a
                  where n.next_check_at is null
                  order by n.integration_id
                  limit %(limit)s)
@@ -1101,7 +1106,9 @@ class PostgresStore:
                  from public.integration_health_status n
                  cross join lateral (select 1 from public.integrations a
                                      where a.id = n.integration_id and a.enabled
-                                       and a.monitoring_mode = 'active' offset 0) a
+                                       and a.monitoring_mode = 'active'
+                                       and a.integration_type <> all(%(exclude)s::text[])
+                                     offset 0) a
                  where n.next_check_at <= %(at)s
                  order by n.next_check_at, n.integration_id
                  limit %(limit)s)
@@ -1115,7 +1122,7 @@ class PostgresStore:
             left join public.integration_health_status s on s.integration_id = p.id
             order by p.due_at asc nulls first, p.id
         """
-        params = {"at": at, "limit": max(0, limit)}
+        params = {"at": at, "limit": max(0, limit), "exclude": sorted(set(exclude_types))}
 
         async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
             async with conn.transaction():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -459,8 +459,14 @@ class SQLiteStore:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    async def list_due(self, at: datetime, *, limit: int = 10_000) -> list[DueCheck]:
+    async def list_due(
+        self, at: datetime, *, limit: int = 10_000, exclude_types: Collection[str] = ()
+    ) -> list[DueCheck]:
         status_columns = ", ".join(f"s.{c} AS s_{c}" for c in _STATUS_COLUMN_NAMES)
+        excluded = sorted(set(exclude_types))
+        not_in = (
+            f"AND i.integration_type NOT IN ({', '.join('?' * len(excluded))})" if excluded else ""
+        )
         query = f"""
             SELECT i.id, i.org_id, i.integration_type, i.name, i.config, i.enabled,
                    i.monitoring_mode, i.check_interval_s,
@@ -469,10 +475,12 @@ class SQLiteStore:
             LEFT JOIN integration_health_status s ON s.integration_id = i.id
             WHERE i.enabled = 1 AND i.monitoring_mode = 'active'
               AND (s.next_check_at IS NULL OR s.next_check_at <= ?)
+              {not_in}
             ORDER BY COALESCE(s.next_check_at, ''), i.id
             LIMIT ?
         """
-        rows = await self._call(lambda conn: conn.execute(query, (ts(at), limit)).fetchall())
+        params = (ts(at), *excluded, limit)
+        rows = await self._call(lambda conn: conn.execute(query, params).fetchall())
         due = []
         for row in rows:
             status = None
