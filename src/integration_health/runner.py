@@ -380,15 +380,11 @@ class _Run:
                 finally:
                     lane.running = False
                     lane.anchor = None  # also when the item never began (a broken config)
-                    if lane.holds_slot:  # lane.release_slot(), inline
-                        lane.holds_slot = False
-                        slots.release()
+                    lane.release_slot()
                 if lane.abandoned:
                     return  # the run recorded this check's timeout and went on without us
                 if not lane.recorded:
-                    self.results[index] = result  # self.record(), inline
-                    if self.on_result is not None:
-                        self.on_result(CheckOutcome(item, result))
+                    self.record(index, result)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - e.g. from on_result: the run raises it
