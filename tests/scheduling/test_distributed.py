@@ -22,8 +22,12 @@ from integration_health.integrations_file import to_records
 from integration_health.model import utcnow
 from integration_health.scheduling import SchedulerOptions
 from integration_health.scheduling.distributed import (
+    MAX_QUEUED,
+    MIN_QUEUED,
+    feed,
     make_runtime,
     plan_and_defer,
+    queue_limit,
     run_batch,
     set_runtime,
 )
@@ -89,6 +93,56 @@ async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: Post
     finally:
         set_runtime(None)
     assert len(check.calls) == 120
+    for item in items:
+        assert len(await pg_store.list_history(item.integration_id)) == 1
+
+
+def test_queue_limit() -> None:
+    """Twice the running batches may wait, at least MIN_QUEUED, at most MAX_QUEUED."""
+    assert queue_limit(0) == MIN_QUEUED
+    assert queue_limit(10) == 20
+    assert queue_limit(10_000) == MAX_QUEUED
+
+
+async def test_feed_plans_on_while_the_queue_has_room(pg_store: PostgresStore) -> None:
+    """One planning tick keeps the queue topped up, moving on past the slots queued batches
+    hold (never planning a check twice), and never queues more than the limit."""
+    from integration_health.testing import FakeConfig
+
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=2))
+    org = uuid.uuid4()
+    items = [FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(630)]
+    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=60)))
+    waiting: list[dict[str, Any]] = []
+    deferred = 0
+    most_waiting = 0
+    ran: list[int] = []
+
+    async def defer(**job: Any) -> None:
+        nonlocal deferred, most_waiting
+        waiting.append(job)
+        deferred += 1
+        most_waiting = max(most_waiting, len(waiting))
+
+    async def queue_depth() -> tuple[int, int]:
+        # a worker takes one batch each time the planner looks at the queue
+        if waiting:
+            ran.append((await run_batch(**waiting.pop(0))).written)
+        return len(waiting), 0
+
+    try:
+        async with registry:
+            report = await feed(defer, queue_depth, budget_s=30, poll_s=0.001)
+            assert report.due == 630
+            while waiting:
+                ran.append((await run_batch(**waiting.pop(0))).written)
+    finally:
+        set_runtime(None)
+    assert most_waiting <= queue_limit(0)
+    assert deferred == 13  # 630 checks in batches of 50, each planned once
+    assert sum(ran) == 630
+    assert len(check.calls) == 630
     for item in items:
         assert len(await pg_store.list_history(item.integration_id)) == 1
 
@@ -174,6 +228,12 @@ def test_three_worker_processes_and_a_sigkill(
                 workers[0].wait(10)
             _wait_for(lambda s=slot: _count(pg_url, history) >= 1000 * s, 120, f"slot {slot}")
         time.sleep(3)  # anything still in flight would show up as an extra row
+        # the planner deletes succeeded jobs each tick: the queue table does not pile up
+        succeeded = (
+            "select count(*) from procrastinate_jobs "
+            "where status = 'succeeded' and task_name = 'integration_health.run_batch'"
+        )
+        _wait_for(lambda: _count(pg_url, succeeded) == 0, 15, "succeeded jobs to be deleted")
     finally:
         for proc in workers:
             if proc.poll() is None:

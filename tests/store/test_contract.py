@@ -11,7 +11,7 @@ import pytest
 from integration_health import ErrorCode, HealthResult, HealthStatus, StoreError
 from integration_health.checks import IntegrationRecord
 from integration_health.store import HISTORY_LIMIT, Member, Organization, ResultWrite, Store
-from integration_health.store.base import SlotClaim
+from integration_health.store.base import INITIAL_SLOT, SlotClaim
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -121,6 +121,23 @@ async def test_lists_are_scoped_to_the_organization(store: Store) -> None:
     assert len(await store.list_statuses()) == 2
     assert await store.get_organization(uuid.uuid4()) is None
     assert await store.get_integration(uuid.uuid4()) is None
+
+
+async def test_get_integrations_reads_many_at_once(store: Store) -> None:
+    """get_integrations returns the stored ones among the ids asked for, by id, equal to
+    get_integration's answers; unknown ids and an empty request give nothing."""
+    _org_a, [a1, a2] = await seeded(store, "a1", "a2")
+    _org_b, [b] = await seeded(store, "b")
+    unknown = uuid.uuid4()
+    got = await store.get_integrations([a1.integration_id, b.integration_id, unknown])
+    assert set(got) == {a1.integration_id, b.integration_id}
+    for key, value in got.items():
+        assert value == await store.get_integration(key)
+    assert await store.get_integrations([]) == {}
+    assert await store.get_integrations([unknown]) == {}
+    assert set(await store.get_integrations({a2.integration_id, a2.integration_id})) == {
+        a2.integration_id
+    }
 
 
 async def test_upsert_updates_latency_even_when_status_is_unchanged(store: Store) -> None:
@@ -319,6 +336,51 @@ async def test_list_due(store: Store) -> None:
     kept = await store.list_due(T0 + timedelta(minutes=20), exclude_types={"http"})
     assert [d.integration.integration_id for d in kept] == [vendor.integration_id]
     assert await store.list_due(T0 + timedelta(minutes=20), exclude_types=["http", "xledger"]) == []
+
+
+async def test_list_due_leaves_out_live_claims(store: Store) -> None:
+    """With ``claimed_since``, a due check whose current slot holds a live claim is left out
+    (never checked, no next_check_at, overdue alike); an expired claim, a claim on another
+    slot, or no ``claimed_since`` lists it."""
+    org = uuid.uuid4()
+    fresh, synced, overdue, other = (record(org, n) for n in ("fresh", "synced", "overdue", "o"))
+    await store.import_definitions([Organization(org, "Acme")], [], [fresh, synced, overdue, other])
+    await store.record_results(
+        [
+            write(overdue, at=T0),  # slot T0 + 15 min
+            write(other, at=T0),
+            ResultWrite(  # a sync outcome: a status row without next_check_at
+                org_id=org,
+                integration_id=synced.integration_id,
+                integration_type="http",
+                result=HealthResult.healthy(1, details={}).model_copy(update={"checked_at": T0}),
+                source="passive",
+            ),
+        ]
+    )
+    at = T0 + timedelta(minutes=20)
+    slot = T0 + timedelta(minutes=15)
+    everything = {d.integration.name for d in await store.list_due(at)}
+    assert everything == {"fresh", "synced", "overdue", "o"}
+    claimed = [
+        SlotClaim(org, fresh.integration_id, INITIAL_SLOT),
+        SlotClaim(org, synced.integration_id, INITIAL_SLOT),
+        SlotClaim(org, overdue.integration_id, slot),
+        SlotClaim(org, other.integration_id, T0),  # an older slot: not the current one
+    ]
+    assert len(await store.claim_slots(claimed, worker="w", at=at, lease_s=60)) == 4
+    assert {d.integration.name for d in await store.list_due(at)} == everything
+    live = await store.list_due(at, claimed_since=at - timedelta(seconds=60))
+    assert [d.integration.name for d in live] == ["o"]
+    # the claims made at ``at`` count as expired for a ``claimed_since`` after it
+    later = at + timedelta(seconds=61)
+    expired = await store.list_due(later, claimed_since=later - timedelta(seconds=60))
+    assert {d.integration.name for d in expired} == everything
+    # a done slot moved next_check_at on: the check is due again only at its next slot
+    done = ResultWrite(**{**write(overdue, at=at).__dict__, "slot_at": slot, "worker": "w"})
+    assert await store.record_results([done]) == 1
+    after = await store.list_due(at, claimed_since=at - timedelta(seconds=60))
+    assert [d.integration.name for d in after] == ["o"]
 
 
 async def test_sync_outcome_keeps_next_check_at(store: Store) -> None:

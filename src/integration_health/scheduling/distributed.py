@@ -4,11 +4,15 @@ Built on procrastinate, a PostgreSQL-based task engine (jobs in tables, ``LISTEN
 periodic tasks deferred once per tick whatever the number of workers). Start any number of
 workers, on any machines; no other process is needed.
 
-- Every few seconds the periodic task ``integration_health.plan`` runs on exactly one worker
-  (procrastinate deduplicates periodic defers). It plans the due checks with the same pure
-  planner as the single-machine scheduler, splits them into batches, **claims each batch's
-  slots** in ``integration_check_runs`` under a fresh batch key, and defers one
-  ``integration_health.run_batch`` job per batch.
+- Every few seconds (``--tick``) the periodic task ``integration_health.plan`` runs on
+  exactly one worker (procrastinate deduplicates periodic defers). It plans the due checks
+  with the same pure planner as the single-machine scheduler, splits them into batches,
+  **claims each batch's slots** in ``integration_check_runs`` under a fresh batch key, and
+  defers one ``integration_health.run_batch`` job per batch. It keeps doing so for most of
+  the tick (:func:`feed`) while the queue is short — at most twice as many waiting batches as
+  are running, and at least :data:`MIN_QUEUED` — so the workers never run dry and queued
+  claims start well within their lease. Planning again skips the slots that queued or
+  running batches hold (``list_due(claimed_since=…)``), so each plan moves on.
 - ``run_batch`` renews its claims (a batch that waited too long in the queue and was taken
   over is skipped), runs the checks with the runner's hard deadlines, and writes the results;
   each result completes its slot in the same transaction, or is discarded if the slot is no
@@ -16,13 +20,17 @@ workers, on any machines; no other process is needed.
 - A worker killed mid-batch (``SIGKILL``) leaves its slots claimed but not done: when the
   lease runs out the planner sees them due again and claims them under a new batch — so every
   (integration, slot) produces exactly one result, and nothing is lost.
+- Finished jobs do not pile up: the planner deletes the succeeded jobs of this queue each
+  tick (failed ones are kept for inspection; periodic-defer bookkeeping is left alone).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,6 +51,12 @@ log = logging.getLogger(__name__)
 QUEUE = "integration_health"
 BATCH_SIZE = 50
 """Checks per ``run_batch`` job: small enough to spread over workers, big enough to be cheap."""
+MIN_QUEUED = 4
+"""Batches the planner keeps queued even when none is running yet (start-up)."""
+MAX_QUEUED = 200
+"""Most batches the planner keeps queued, however many are running."""
+_RUN_BATCH = "integration_health.run_batch"
+_POLL_S = 0.2
 
 
 @dataclass
@@ -99,8 +113,11 @@ def _state_from(payload: Mapping[str, Any] | None) -> IntegrationState | None:
     )
 
 
-async def plan_and_defer(defer: Any, *, at: datetime | None = None) -> PassReport:
-    """Plan due checks, claim them batch by batch, and defer one job per batch.
+async def plan_and_defer(
+    defer: Any, *, at: datetime | None = None, max_checks: int | None = None
+) -> PassReport:
+    """Plan due checks (at most ``max_checks``, default a scheduler batch), claim them batch
+    by batch, and defer one job per batch.
 
     ``defer`` is ``run_batch.defer_async`` (a parameter so the logic is testable alone).
     """
@@ -108,7 +125,7 @@ async def plan_and_defer(defer: Any, *, at: datetime | None = None) -> PassRepor
     scheduler = runtime.scheduler
     at = at or scheduler.clock()
     report = PassReport(at=at)
-    plan, previous = await scheduler.plan(at, report)
+    plan, previous = await scheduler.plan(at, report, max_checks=max_checks)
     await scheduler.warm_up(at)
     for start in range(0, len(plan.run), BATCH_SIZE):
         batch = plan.run[start : start + BATCH_SIZE]
@@ -130,6 +147,44 @@ async def plan_and_defer(defer: Any, *, at: datetime | None = None) -> PassRepor
     return report
 
 
+def queue_limit(running: int) -> int:
+    """How many batches may wait in the queue while ``running`` batches run: enough for the
+    workers to take the next ones at once, few enough that each starts long before its
+    claims' lease runs out (a batch lasts about one check timeout)."""
+    return min(MAX_QUEUED, max(MIN_QUEUED, 2 * running))
+
+
+async def feed(
+    defer: Any,
+    queue_depth: Callable[[], Awaitable[tuple[int, int]]],
+    *,
+    budget_s: float,
+    poll_s: float = _POLL_S,
+) -> PassReport:
+    """Plan and defer (:func:`plan_and_defer`) again and again for ``budget_s`` seconds,
+    whenever the queue is shorter than :func:`queue_limit`; returns the summed report.
+
+    ``queue_depth`` returns (waiting, running) ``run_batch`` jobs; each plan fills the room
+    left below the limit (at most a scheduler batch). Stops early once a plan finds fewer due
+    checks than it had room for (everything due is queued or running, or held back).
+    """
+    deadline = time.monotonic() + budget_s
+    total = PassReport(at=_rt().scheduler.clock())
+    batch_size = _rt().scheduler.options.batch_size
+    while True:
+        waiting, running = await queue_depth()
+        room = min(batch_size, (queue_limit(running) - waiting) * BATCH_SIZE)
+        if room > 0:
+            report = await plan_and_defer(defer, max_checks=room)
+            total.due += report.due
+            total.skipped_claims += report.skipped_claims
+            if report.due < room:
+                return total
+        if time.monotonic() + poll_s >= deadline:
+            return total
+        await asyncio.sleep(poll_s)
+
+
 async def run_batch(batch_key: str, items: list[dict[str, Any]]) -> PassReport:
     """Run one batch of claimed checks and write the results (see the module docstring)."""
     runtime = _rt()
@@ -138,9 +193,10 @@ async def run_batch(batch_key: str, items: list[dict[str, Any]]) -> PassReport:
     report = PassReport(at=at)
     planned: list[PlannedCheck] = []
     previous: dict[UUID, IntegrationState | None] = {}
+    records = await runtime.store.get_integrations([UUID(i["integration_id"]) for i in items])
     for item in items:
         integration_id = UUID(item["integration_id"])
-        record = await runtime.store.get_integration(integration_id)
+        record = records.get(integration_id)
         if record is None:  # deleted since it was planned
             continue
         integration = runtime.registry.from_record(record)
@@ -193,7 +249,16 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
         pass_context=False,
     )
     async def plan_task(timestamp: int) -> None:
-        report = await plan_and_defer(run_batch_task.defer_async)
+        connector = app.connector
+
+        async def queue_depth() -> tuple[int, int]:
+            row = await connector.execute_query_one_async(
+                _QUEUE_DEPTH, queue=QUEUE, task=_RUN_BATCH
+            )
+            return int(row["waiting"]), int(row["running"])
+
+        # Most of the tick, leaving room so that the next tick's plan rarely overlaps it.
+        report = await feed(run_batch_task.defer_async, queue_depth, budget_s=tick_s * 0.8)
         if report.due:
             log.info(
                 "planned %d due check(s) at %s (%d already claimed elsewhere)",
@@ -201,8 +266,30 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
                 report.at.isoformat(),
                 report.skipped_claims,
             )
+        await connector.execute_query_async(_DELETE_SUCCEEDED, queue=QUEUE)
 
     return app
+
+
+# Waiting and running run_batch jobs (the partial index on todo/doing jobs serves it).
+_QUEUE_DEPTH = """
+select count(*) filter (where status = 'todo') as waiting,
+       count(*) filter (where status = 'doing') as running
+from procrastinate_jobs
+where queue_name = %(queue)s and task_name = %(task)s and status in ('todo', 'doing')
+"""
+
+# Succeeded jobs of our queue (their events go with them, ON DELETE CASCADE); a periodic
+# job still referenced by procrastinate's defer bookkeeping stays until that moves on.
+_DELETE_SUCCEEDED = """
+delete from procrastinate_jobs
+where id in (
+    select j.id from procrastinate_jobs j
+    where j.queue_name = %(queue)s and j.status = 'succeeded'
+      and not exists (select 1 from procrastinate_periodic_defers d where d.job_id = j.id)
+    limit 10000
+)
+"""
 
 
 async def ensure_procrastinate_schema(database_url: str) -> bool:

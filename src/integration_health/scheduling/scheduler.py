@@ -406,29 +406,37 @@ class Scheduler:
         return report
 
     async def plan(
-        self, at: datetime, report: PassReport
+        self, at: datetime, report: PassReport, *, max_checks: int | None = None
     ) -> tuple[Plan, dict[UUID, IntegrationState | None]]:
-        """Load due checks and plan them; returns the plan and each one's previous state."""
+        """Load due checks and plan at most ``max_checks`` of them (default: a batch);
+        returns the plan and each one's previous state."""
         # One query serves planning and warm-up: the checks due by the end of the warm-up
         # window, earliest first; those due now come first, the rest are only warmed up.
-        window = self.options.batch_size * _DUE_WINDOW
+        most = self.options.batch_size if max_checks is None else max(1, max_checks)
+        # Checks whose slot a live batch holds (claimed within the lease, not written yet:
+        # queued or running on a worker) are left out, so that planning again before they
+        # finish moves on to the checks after them.
+        window = most * _DUE_WINDOW
+        claimed_since = at - timedelta(seconds=self.options.lease_s)
         upcoming = await self.store.list_due(
-            at + timedelta(seconds=self.options.warmup_s), limit=window
+            at + timedelta(seconds=self.options.warmup_s),
+            limit=window,
+            claimed_since=claimed_since,
         )
-        self._upcoming = (at, upcoming[: self.options.batch_size])
+        self._upcoming = (at, upcoming[:most])
         due = [d for d in upcoming if d.slot_at <= at]
         modes = await self._current_modes(at)
         budgets = self._budgets(at)
         candidates = [Candidate(self._parse(d.integration), d.status) for d in due]
-        plan = plan_checks(
-            candidates, at=at, type_modes=modes, budgets=budgets, max_checks=self.options.batch_size
-        )
+        plan = plan_checks(candidates, at=at, type_modes=modes, budgets=budgets, max_checks=most)
         held = set(plan.paused) | {kind for kind, count in plan.deferred_budget.items() if count}
-        if held and len(upcoming) >= window and len(plan.run) < self.options.batch_size:
+        if held and len(upcoming) >= window and len(plan.run) < most:
             # The window was full and checks of paused or budget-spent types took room in
             # it: read the due checks of the other types, so that a vendor with more due
             # checks than the window does not hold every other type up until its pause ends.
-            more = await self.store.list_due(at, limit=window, exclude_types=held)
+            more = await self.store.list_due(
+                at, limit=window, exclude_types=held, claimed_since=claimed_since
+            )
             planned = {p.integration.integration_id for p in plan.run}
             extra = [
                 Candidate(self._parse(d.integration), d.status)
@@ -446,7 +454,7 @@ class Scheduler:
                     at=at,
                     type_modes=modes,
                     budgets=left,
-                    max_checks=self.options.batch_size - len(plan.run),
+                    max_checks=most - len(plan.run),
                 ).run
             )
             candidates.extend(extra)

@@ -252,6 +252,11 @@ class Store(Protocol):
         """One integration, or ``None``."""
         ...
 
+    async def get_integrations(self, ids: Collection[UUID]) -> dict[UUID, IntegrationRecord]:
+        """The integrations among ``ids`` that are stored, by id, in one query (a worker
+        loads its batch's integrations with it)."""
+        ...
+
     # -- results ----------------------------------------------------------------------------
 
     async def record_results(self, writes: Sequence[ResultWrite]) -> int:
@@ -294,13 +299,21 @@ class Store(Protocol):
     # -- scheduling -------------------------------------------------------------------------
 
     async def list_due(
-        self, at: datetime, *, limit: int = 10_000, exclude_types: Collection[str] = ()
+        self,
+        at: datetime,
+        *,
+        limit: int = 10_000,
+        exclude_types: Collection[str] = (),
+        claimed_since: datetime | None = None,
     ) -> list[DueCheck]:
         """Enabled, active integrations never checked or whose ``next_check_at`` ≤ ``at``.
 
         Oldest due first (never-checked first of all), at most ``limit``, leaving out the
         integration types in ``exclude_types`` (the scheduler's paused types, when they fill
-        the window).
+        the window). With ``claimed_since`` (``at`` minus the lease), checks whose current slot
+        (:attr:`DueCheck.slot_at`) is claimed, not done, by a claim made at or after it are
+        left out too: a live batch holds them and will write them, so the next plan moves on
+        to the checks after them (a claim older than that may be taken over and is listed).
         """
         ...
 

@@ -117,6 +117,9 @@ class MemoryStore:
     async def get_integration(self, integration_id: UUID) -> IntegrationRecord | None:
         return self._integrations.get(integration_id)
 
+    async def get_integrations(self, ids: Collection[UUID]) -> dict[UUID, IntegrationRecord]:
+        return {i: self._integrations[i] for i in ids if i in self._integrations}
+
     async def record_results(self, writes: Sequence[ResultWrite]) -> int:
         async with self._lock:
             for write in writes:
@@ -261,7 +264,12 @@ class MemoryStore:
         return events[: max(0, limit)]
 
     async def list_due(
-        self, at: datetime, *, limit: int = 10_000, exclude_types: Collection[str] = ()
+        self,
+        at: datetime,
+        *,
+        limit: int = 10_000,
+        exclude_types: Collection[str] = (),
+        claimed_since: datetime | None = None,
     ) -> list[DueCheck]:
         due = []
         for record in self._integrations.values():
@@ -271,7 +279,16 @@ class MemoryStore:
                 continue
             status = self._statuses.get(record.integration_id)
             if status is None or status.next_check_at is None or status.next_check_at <= at:
-                due.append(DueCheck(record, replace(status) if status else None))
+                check = DueCheck(record, replace(status) if status else None)
+                if claimed_since is not None:
+                    run = self._runs.get((record.integration_id, check.slot_at))
+                    if (
+                        run is not None
+                        and run.state == "claimed"
+                        and run.claimed_at >= claimed_since
+                    ):
+                        continue  # a live batch holds the slot
+                due.append(check)
         oldest = datetime.min.replace(tzinfo=UTC)
         due.sort(
             key=lambda d: (

@@ -46,6 +46,7 @@ from ..model import ErrorCode, HealthStatus
 from . import mask_url
 from .base import (
     HISTORY_LIMIT,
+    INITIAL_SLOT,
     DueCheck,
     HealthEvent,
     HealthRow,
@@ -1018,6 +1019,15 @@ class PostgresStore:
         )
         return _integration(rows[0]) if rows else None
 
+    async def get_integrations(self, ids: Collection[UUID]) -> dict[UUID, IntegrationRecord]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = await self._run(
+            lambda conn: _fetch(conn, _LIST_INTEGRATIONS + " where id = any(%s)", (wanted,))
+        )
+        return {record.integration_id: record for record in map(_integration, rows)}
+
     # -- results ----------------------------------------------------------------------------
 
     async def record_results(self, writes: Sequence[ResultWrite]) -> int:
@@ -1068,7 +1078,12 @@ class PostgresStore:
     # -- scheduling -------------------------------------------------------------------------
 
     async def list_due(
-        self, at: datetime, *, limit: int = 10_000, exclude_types: Collection[str] = ()
+        self,
+        at: datetime,
+        *,
+        limit: int = 10_000,
+        exclude_types: Collection[str] = (),
+        claimed_since: datetime | None = None,
     ) -> list[DueCheck]:
         """The due checks at ``at``: never checked first, then oldest ``next_check_at`` first.
 
@@ -1078,6 +1093,17 @@ class PostgresStore:
         from migration 20261129050000; figures in docs/benchmarks.md ("Planning cost").
         """
         status_columns = ", ".join(f"s.{c} as s_{c}" for c in _STATUS_COLUMN_NAMES)
+
+        def unclaimed(integration_id: str, slot_at: str) -> str:
+            """Leave out a slot with a live claim (a primary-key probe per candidate)."""
+            if claimed_since is None:
+                return ""
+            return (
+                "and not exists (select 1 from public.integration_check_runs r "
+                f"where r.integration_id = {integration_id} and r.slot_at = {slot_at} "
+                "and r.state = 'claimed' and r.claimed_at >= %(claimed_since)s)"
+            )
+
         # Each branch reads at most ``limit`` rows along an index; the lateral subqueries
         # (``offset 0`` keeps them lateral) look each candidate's integration up by key.
         query = f"""
@@ -1088,6 +1114,7 @@ class PostgresStore:
                    and i.integration_type <> all(%(exclude)s::text[])
                    and not exists (select 1 from public.integration_health_status n
                                    where n.integration_id = i.id)
+                   {unclaimed("i.id", "%(initial)s")}
                  order by i.id
                  limit %(limit)s)
                 union all
@@ -1099,6 +1126,7 @@ class PostgresStore:
                                        and a.integration_type <> all(%(exclude)s::text[])
                                      offset 0) a
                  where n.next_check_at is null
+                   {unclaimed("n.integration_id", "%(initial)s")}
                  order by n.integration_id
                  limit %(limit)s)
                 union all
@@ -1110,6 +1138,7 @@ class PostgresStore:
                                        and a.integration_type <> all(%(exclude)s::text[])
                                      offset 0) a
                  where n.next_check_at <= %(at)s
+                   {unclaimed("n.integration_id", "n.next_check_at")}
                  order by n.next_check_at, n.integration_id
                  limit %(limit)s)
             ), picked as (
@@ -1122,7 +1151,13 @@ class PostgresStore:
             left join public.integration_health_status s on s.integration_id = p.id
             order by p.due_at asc nulls first, p.id
         """
-        params = {"at": at, "limit": max(0, limit), "exclude": sorted(set(exclude_types))}
+        params = {
+            "at": at,
+            "limit": max(0, limit),
+            "exclude": sorted(set(exclude_types)),
+            "initial": INITIAL_SLOT,
+            "claimed_since": claimed_since,
+        }
 
         async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
             async with conn.transaction():

@@ -27,6 +27,7 @@ from ..errors import SchemaError, StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthStatus, utcnow
 from .base import (
     HISTORY_LIMIT,
+    INITIAL_SLOT,
     DueCheck,
     HealthEvent,
     HealthRow,
@@ -393,6 +394,17 @@ class SQLiteStore:
         )
         return _integration(row) if row else None
 
+    async def get_integrations(self, ids: Collection[UUID]) -> dict[UUID, IntegrationRecord]:
+        wanted = sorted({str(i) for i in ids})
+        if not wanted:
+            return {}
+        query = (
+            "SELECT id, org_id, integration_type, name, config, enabled, monitoring_mode, "
+            "check_interval_s FROM integrations WHERE id IN (SELECT value FROM json_each(?))"
+        )
+        rows = await self._call(lambda conn: conn.execute(query, (json.dumps(wanted),)).fetchall())
+        return {record.integration_id: record for record in map(_integration, rows)}
+
     # -- results ----------------------------------------------------------------------------
 
     async def record_results(self, writes: Sequence[ResultWrite]) -> int:
@@ -460,12 +472,26 @@ class SQLiteStore:
     # -- scheduling -------------------------------------------------------------------------
 
     async def list_due(
-        self, at: datetime, *, limit: int = 10_000, exclude_types: Collection[str] = ()
+        self,
+        at: datetime,
+        *,
+        limit: int = 10_000,
+        exclude_types: Collection[str] = (),
+        claimed_since: datetime | None = None,
     ) -> list[DueCheck]:
         status_columns = ", ".join(f"s.{c} AS s_{c}" for c in _STATUS_COLUMN_NAMES)
         excluded = sorted(set(exclude_types))
         not_in = (
             f"AND i.integration_type NOT IN ({', '.join('?' * len(excluded))})" if excluded else ""
+        )
+        # A check whose current slot holds a live claim (not done, claimed at or after
+        # ``claimed_since``) is left out: a primary-key lookup per due row.
+        not_claimed = (
+            "AND NOT EXISTS (SELECT 1 FROM integration_check_runs r "
+            "WHERE r.integration_id = i.id AND r.slot_at = COALESCE(s.next_check_at, ?) "
+            "AND r.state = 'claimed' AND r.claimed_at >= ?)"
+            if claimed_since is not None
+            else ""
         )
         query = f"""
             SELECT i.id, i.org_id, i.integration_type, i.name, i.config, i.enabled,
@@ -476,10 +502,12 @@ class SQLiteStore:
             WHERE i.enabled = 1 AND i.monitoring_mode = 'active'
               AND (s.next_check_at IS NULL OR s.next_check_at <= ?)
               {not_in}
+              {not_claimed}
             ORDER BY COALESCE(s.next_check_at, ''), i.id
             LIMIT ?
         """
-        params = (ts(at), *excluded, limit)
+        claimed = (ts(INITIAL_SLOT), ts(claimed_since)) if claimed_since is not None else ()
+        params = (ts(at), *excluded, *claimed, limit)
         rows = await self._call(lambda conn: conn.execute(query, params).fetchall())
         due = []
         for row in rows:
