@@ -19,7 +19,11 @@ end. Variants, each in fresh Python processes, alternated over ``--rounds``:
   completing each slot in the same transaction; the time is from the first pass to the last
   write;
 - ``scheduler+pg×P`` (``--processes P`` > 1): P such schedulers in P processes on the same
-  database, started together; throughput = all results written / (last end − first start).
+  database, started together; throughput = all results written / (last end − first start);
+- ``worker+pg`` (``--worker``): one distributed worker (``integration-health worker``'s
+  procrastinate app, tick 1 s, ``concurrency // 50 + 1`` jobs at once: batches of 50 checks
+  plus the planner) in one process, from its start until the child sees every slot done (it
+  polls the count every 50 ms); the time includes waiting for the first tick (≤ 1 s).
 
 Both kinds of child run ``gc.collect(); gc.freeze()`` after set-up, as ``integration-health
 scheduler`` does. After each scheduler run the script counts, with SQL, the status rows,
@@ -60,7 +64,7 @@ from _servers import ServerProcess, markdown_table, raise_fd_limit
 SCRIPT = str(Path(__file__).resolve())
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET_PER_S = 1_000_000 / (15 * 60)  # 1M checks per 15 min
-CHILD_KINDS = ("runner", "scheduler")
+CHILD_KINDS = ("runner", "scheduler", "worker")
 COUNTED = ("status", "history", "slots done")
 
 
@@ -227,11 +231,91 @@ async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
+    import psycopg  # noqa: PLC0415
+
+    from integration_health import default_registry  # noqa: PLC0415
+    from integration_health.scheduling import SchedulerOptions  # noqa: PLC0415
+    from integration_health.scheduling.distributed import (  # noqa: PLC0415
+        BATCH_SIZE,
+        QUEUE,
+        build_app,
+        ensure_procrastinate_schema,
+        make_runtime,
+        set_runtime,
+    )
+    from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
+
+    settings = _settings(args.concurrency)
+    registry = default_registry(settings)
+    await ensure_procrastinate_schema(args.db)
+    store = await PostgresStore.open(args.db)
+    # ``--concurrency`` checks in flight: that many batches of BATCH_SIZE, plus the planner.
+    jobs = args.worker_jobs or max(1, args.concurrency // BATCH_SIZE) + 1
+    try:
+        timed = _TimedStore(store)
+        set_runtime(make_runtime(timed, registry, SchedulerOptions(batch_size=args.batch)))
+        app = build_app(args.db, tick_s=1)
+        watch = await psycopg.AsyncConnection.connect(args.db, autocommit=True)
+        _freeze()
+        print("READY", flush=True)
+        await _wait_line()
+        async with registry, app.open_async():
+            wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
+            worker = asyncio.create_task(
+                app.run_worker_async(
+                    queues=[QUEUE], concurrency=jobs, install_signal_handlers=False
+                )
+            )
+            done = 0
+            while done < args.integrations:
+                await asyncio.sleep(0.05)
+                cursor = await watch.execute(
+                    "select count(*) from public.integration_check_runs where state = 'done'"
+                )
+                row = await cursor.fetchone()
+                done = int(row[0]) if row else 0
+                if worker.done():
+                    await worker  # raises what stopped it
+                    raise RuntimeError("the worker stopped before every check was written")
+                if time.monotonic() - t0 > args.max_seconds:
+                    raise RuntimeError(f"not finished after {args.max_seconds} s")
+            elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        cursor = await watch.execute(
+            "select count(*) filter (where status = 'healthy'), count(*) "
+            "from public.integration_health_status"
+        )
+        healthy, statuses = await cursor.fetchone() or (0, 0)
+        await watch.close()
+        print("DONE", flush=True)
+        await _wait_line()
+    finally:
+        set_runtime(None)
+        await store.aclose()
+    return {
+        "start": wall0,
+        "end": wall0 + elapsed,
+        "cpu_s": cpu,
+        "checks": done,
+        "ok": healthy,
+        "other": {"not healthy": statuses - healthy} if statuses != healthy else {},
+        "passes": timed.calls["list_due"],
+        "store_s": dict(timed.seconds),
+        "store_calls": dict(timed.calls),
+    }
+
+
 def child(args: argparse.Namespace) -> None:
-    """Run one child (``runner`` or ``scheduler``) and print its measurements as JSON."""
+    """Run one child (``runner``, ``scheduler`` or ``worker``); print its figures as JSON."""
     raise_fd_limit()
     logging_off()
-    runner = _child_runner if args.child == "runner" else _child_scheduler
+    runner = {
+        "runner": _child_runner,
+        "scheduler": _child_scheduler,
+        "worker": _child_worker,
+    }[args.child]
     result = asyncio.run(runner(args))
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -270,6 +354,8 @@ class Child:
             str(self.args.batch),
             "--max-seconds",
             str(self.args.max_seconds),
+            "--worker-jobs",
+            str(self.args.worker_jobs),
         ]
         with self.log.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
@@ -407,7 +493,7 @@ async def _run_variant(
         for c in children:
             c.go()
         pg_cpu = None
-        if kind == "scheduler":
+        if kind != "runner":
             for c in children:
                 await c.expect("DONE")
             pg_after = pg.backend_cpu(db)
@@ -415,7 +501,7 @@ async def _run_variant(
             for c in children:
                 c.go()
         results = [await c.finish() for c in children]
-        counts = pg.counts(db) if kind == "scheduler" else {}
+        counts = pg.counts(db) if kind != "runner" else {}
     finally:
         if db != template:
             pg.drop(db)
@@ -438,7 +524,7 @@ async def _run_variant(
 
 
 def _label(kind: str, processes: int) -> str:
-    name = "runner" if kind == "runner" else "scheduler+pg"
+    name = {"runner": "runner", "scheduler": "scheduler+pg", "worker": "worker+pg"}[kind]
     return name if processes == 1 else f"{name}×{processes}"
 
 
@@ -456,6 +542,8 @@ async def parent(args: argparse.Namespace) -> int:
     variants: list[tuple[str, int]] = [("runner", 1), ("scheduler", 1)]
     if args.processes > 1:
         variants.append(("scheduler", args.processes))
+    if args.worker:
+        variants.append(("worker", 1))
     print(
         f"# end_to_end: {args.integrations:,} http integrations in {args.orgs} orgs, concurrency"
         f" {args.concurrency}, scheduler batch {args.batch}, {args.rounds} rounds (order"
@@ -580,7 +668,11 @@ def _report(
         "process's measured rate"
     )
     for variant in labels[2:]:
-        print(f"{variant} / scheduler+pg (medians): {rate[variant] / one:.2f}×")
+        print(
+            f"{variant} / scheduler+pg (medians): {rate[variant] / one:.2f}×; "
+            f"{variant} / runner: {rate[variant] / rate['runner']:.2f}× "
+            f"({rate[variant]:,.0f} checks/s)"
+        )
     failed = [run for _, _, run in runs if run["ok"] != run["checks"]]
     wrong = [
         run
@@ -636,6 +728,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (3)")
     parser.add_argument(
         "--processes", type=int, default=1, help="also run P schedulers on one database (off)"
+    )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="also run one `integration-health worker` (procrastinate, tick 1 s; batches of 50,"
+        " concurrency/50 + 1 jobs at once) until every check is written",
+    )
+    parser.add_argument(
+        "--worker-jobs",
+        type=int,
+        default=0,
+        help="jobs the worker runs at once (default: concurrency/50 + 1)",
     )
     parser.add_argument("--postgres", default=DEFAULT_PG, help=f"admin URL ({DEFAULT_PG})")
     parser.add_argument("--max-seconds", type=float, default=900, help=argparse.SUPPRESS)

@@ -10,17 +10,18 @@ The state seeded is a steady 15-minute schedule: every integration has a status 
 ``next_check_at`` is spread evenly over one interval so that ``--due-fraction`` (default 1/96)
 of them are due at the planning instant ``at``, plus ``--never-checked`` integrations without a
 status row (the planner puts those first). 1 % of the integrations are passive or disabled.
+The slot runs table holds a done run of every checked integration's previous slot, and the
+``--claimed`` earliest due slots are claimed and not done (queued or running batches, which
+``list_due`` skips).
 
 Timed, ``--rounds`` times each (medians reported):
 
-- ``list_due``: ``PostgresStore.list_due(at, limit=4 × batch_size)`` — the planning query
-  plus turning rows into records (what ``Scheduler.plan`` asks for);
+- ``list_due``: ``PostgresStore.list_due(at, limit=2 × batch_size, claimed_since=at − lease)``
+  — the planning query plus turning rows into records (what ``Scheduler.plan`` asks for);
 - ``plan pass``: ``Scheduler.plan(at, report)`` — that query, the type modes, turning each
   record into its config model, and the pure planner (``batch_size`` checks chosen);
 - ``query only``: the SQL ``list_due`` sends, executed on a raw connection (with any planner
   setting the store sets for it) and fetched, without Python row handling: the database's share;
-- ``+ warm-up query``: the second ``list_due`` of every ``Scheduler.run_pass`` (``warm_up``
-  looks 30 s ahead, ``limit = batch_size``), which a whole pass pays on top of ``plan``.
 
 The ``EXPLAIN (ANALYZE, BUFFERS)`` of the same statement is printed for the largest size, and
 its top plan lines for every size. Target (issue 5): one planning pass ≤ 1 s at 1M.
@@ -45,7 +46,12 @@ import psycopg
 
 from _servers import markdown_table
 from integration_health.checks import default_registry
-from integration_health.scheduling.scheduler import PassReport, Scheduler, SchedulerOptions
+from integration_health.scheduling.scheduler import (
+    _DUE_WINDOW,
+    PassReport,
+    Scheduler,
+    SchedulerOptions,
+)
 from integration_health.settings import Settings
 from integration_health.store import postgres as pg_module
 from integration_health.store.postgres import PostgresStore
@@ -101,7 +107,33 @@ from generate_series(0, %(n)s - %(never)s - 1) n,
 """
 
 
-async def seed(url: str, n: int, *, due_fraction: float, never: int) -> dict[str, int]:
+# Slot runs as the scheduler leaves them: every checked integration's previous slot is done;
+# the ``claimed`` earliest due checks are claimed and not done (batches queued or running),
+# which ``list_due(claimed_since=…)`` skips.
+SEED_RUNS = """
+insert into public.integration_check_runs (
+    integration_id, slot_at, org_id, state, worker, claimed_at, finished_at
+)
+select s.integration_id, s.next_check_at - make_interval(secs => %(interval)s), s.org_id,
+       'done', 'seed', s.checked_at, s.checked_at
+from public.integration_health_status s
+"""
+SEED_CLAIMS = """
+insert into public.integration_check_runs (
+    integration_id, slot_at, org_id, state, worker, claimed_at
+)
+select s.integration_id, s.next_check_at, s.org_id, 'claimed', 'plan:seed', %(at)s
+from public.integration_health_status s
+join public.integrations i on i.id = s.integration_id
+where s.next_check_at <= %(at)s and i.enabled and i.monitoring_mode = 'active'
+order by s.next_check_at, s.integration_id
+limit %(claimed)s
+"""
+
+
+async def seed(
+    url: str, n: int, *, due_fraction: float, never: int, claimed: int
+) -> dict[str, int]:
     """Seed ``n`` integrations; returns how many are due at ``AT`` (by a direct count)."""
     params = {
         "orgs": (n + 999) // 1000,
@@ -110,11 +142,14 @@ async def seed(url: str, n: int, *, due_fraction: float, never: int) -> dict[str
         "interval": INTERVAL_S,
         "due": due_fraction,
         "at": AT,
+        "claimed": claimed,
     }
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await conn.execute(SEED_ORGS, params)
         await conn.execute(SEED_INTEGRATIONS, params)
         await conn.execute(SEED_STATUS, params)
+        await conn.execute(SEED_RUNS, params)
+        await conn.execute(SEED_CLAIMS, params)
         await conn.execute("vacuum analyze")
         cur = await conn.execute(
             "select count(*) filter (where s.integration_id is null), "
@@ -164,16 +199,17 @@ async def measure(
     registry = default_registry(Settings(allow_private_networks=True))
     options = SchedulerOptions(batch_size=batch_size)
     scheduler = Scheduler(store, registry, options=options, clock=lambda: AT)
-    limit = 4 * batch_size
+    limit = _DUE_WINDOW * batch_size  # as Scheduler.plan asks
+    claimed_since = AT - timedelta(seconds=options.lease_s)
     times: dict[str, list[float]] = {
         "list_due": [],
         "plan pass": [],
         "query only": [],
-        "warm-up query": [],
     }
     try:
         with _Capture() as capture:
-            due = await store.list_due(AT, limit=limit)  # warm-up; captures the statement
+            # warm-up; captures the statement
+            due = await store.list_due(AT, limit=limit, claimed_since=claimed_since)
         assert capture.query is not None
         query, params = capture.query, capture.params
         raw = await psycopg.AsyncConnection.connect(url, autocommit=True)
@@ -188,16 +224,12 @@ async def measure(
                 times["query only"].append(time.perf_counter() - t0)
 
                 t0 = time.perf_counter()
-                due = await store.list_due(AT, limit=limit)
+                due = await store.list_due(AT, limit=limit, claimed_since=claimed_since)
                 times["list_due"].append(time.perf_counter() - t0)
 
                 t0 = time.perf_counter()
                 plan, _previous = await scheduler.plan(AT, PassReport(at=AT))
                 times["plan pass"].append(time.perf_counter() - t0)
-
-                t0 = time.perf_counter()
-                await store.list_due(AT + timedelta(seconds=30), limit=batch_size)
-                times["warm-up query"].append(time.perf_counter() - t0)
             cur = await raw.execute("explain (analyze, buffers) " + query, params)
             explain = [r[0] for r in await cur.fetchall()]
         finally:
@@ -227,7 +259,9 @@ async def one_size(admin_url: str, n: int, args: argparse.Namespace, last: bool)
         finally:
             await store.aclose()
         t0 = time.perf_counter()
-        counts = await seed(url, n, due_fraction=args.due_fraction, never=args.never_checked)
+        counts = await seed(
+            url, n, due_fraction=args.due_fraction, never=args.never_checked, claimed=args.claimed
+        )
         seed_s = time.perf_counter() - t0
         print(
             f"  seeded {n:,} integrations in {seed_s:.1f} s: {counts['due']:,} due at the "
@@ -255,7 +289,8 @@ async def amain(args: argparse.Namespace) -> int:
     print(
         f"# planning_cost: sizes {', '.join(f'{n:,}' for n in args.sizes)}; due fraction "
         f"{args.due_fraction:.4f}; batch_size {args.batch_size} (list_due limit "
-        f"{4 * args.batch_size}); {args.rounds} rounds; load average {_loadavg()}",
+        f"{_DUE_WINDOW * args.batch_size}, {args.claimed} due slots claimed); "
+        f"{args.rounds} rounds; load average {_loadavg()}",
         flush=True,
     )
     results = []
@@ -277,7 +312,6 @@ async def amain(args: argparse.Namespace) -> int:
         "list_due ms",
         "plan pass ms",
         "plan pass max ms",
-        "+ warm-up query ms",
         "execution ms (EXPLAIN)",
     ]
     rows = []
@@ -296,7 +330,6 @@ async def amain(args: argparse.Namespace) -> int:
                 f"{statistics.median(t['list_due']) * 1000:.1f}",
                 f"{statistics.median(t['plan pass']) * 1000:.1f}",
                 f"{max(t['plan pass']) * 1000:.1f}",
-                f"{statistics.median(t['warm-up query']) * 1000:.1f}",
                 exec_ms,
             ]
         )
@@ -349,6 +382,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=100,
         help="integrations without a status row (default: 100)",
+    )
+    parser.add_argument(
+        "--claimed",
+        type=int,
+        default=1000,
+        help="due slots claimed and not done, skipped by list_due (default: 1000)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=1000, help="SchedulerOptions.batch_size (default: 1000)"

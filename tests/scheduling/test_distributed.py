@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -19,11 +19,14 @@ import pytest
 from integration_health import Settings
 from integration_health.adapters.http import HttpConfig
 from integration_health.integrations_file import to_records
-from integration_health.model import utcnow
+from integration_health.model import HealthStatus, utcnow
+from integration_health.policy import IntegrationState
 from integration_health.scheduling import SchedulerOptions
 from integration_health.scheduling.distributed import (
     MAX_QUEUED,
     MIN_QUEUED,
+    decode_checks,
+    encode_checks,
     feed,
     make_runtime,
     plan_and_defer,
@@ -31,7 +34,9 @@ from integration_health.scheduling.distributed import (
     run_batch,
     set_runtime,
 )
+from integration_health.scheduling.planner import PlannedCheck
 from integration_health.store import Organization
+from integration_health.store.base import INITIAL_SLOT
 from integration_health.store.postgres import PostgresStore
 from integration_health.testing import HttpEndpointFake, fake_registry
 from tests.store.conftest import admin_connect, database_url
@@ -70,8 +75,8 @@ async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: Post
     set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=30)))
     deferred: list[dict[str, Any]] = []
 
-    async def defer(**job: Any) -> None:
-        deferred.append(job)
+    async def defer(*jobs: dict[str, Any]) -> None:
+        deferred.extend(jobs)
 
     try:
         async with registry:
@@ -93,6 +98,90 @@ async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: Post
     finally:
         set_runtime(None)
     assert len(check.calls) == 120
+    for item in items:
+        assert len(await pg_store.list_history(item.integration_id)) == 1
+
+
+def test_checks_travel_as_one_string_and_back() -> None:
+    """encode_checks/decode_checks keep ids, slots, due times and previous states exactly
+    (none, partial, full), with no quote in the string (nothing for JSON to escape)."""
+    from integration_health.testing import FakeConfig
+
+    org = uuid.uuid4()
+    at = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
+    items = [FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(3)]
+    planned = [
+        PlannedCheck(items[0], slot_at=INITIAL_SLOT, due_at=INITIAL_SLOT),
+        PlannedCheck(items[1], slot_at=at, due_at=at + timedelta(seconds=90)),
+        PlannedCheck(items[2], slot_at=at, due_at=at),
+    ]
+    previous = {
+        items[1].integration_id: IntegrationState(
+            status=HealthStatus.UNREACHABLE,
+            checked_at=at - timedelta(minutes=15),
+            consecutive_failures=3,
+            last_healthy_at=None,
+            next_check_at=at,
+        ),
+        items[2].integration_id: IntegrationState(
+            status=HealthStatus.HEALTHY,
+            checked_at=at - timedelta(minutes=15),
+            consecutive_failures=0,
+            last_healthy_at=at - timedelta(minutes=15),
+            next_check_at=None,
+        ),
+    }
+    text = encode_checks(planned, previous)
+    assert '"' not in text and "\\" not in text
+    decoded = decode_checks(text)
+    assert [(q.integration_id, q.slot_at, q.due_at, q.previous) for q in decoded] == [
+        (
+            p.integration.integration_id,
+            p.slot_at,
+            p.due_at,
+            previous.get(p.integration.integration_id),
+        )
+        for p in planned
+    ]
+    assert decode_checks("") == []
+
+
+async def test_jobs_queued_in_the_older_form_still_run(pg_store: PostgresStore) -> None:
+    """A run_batch job deferred by an earlier worker (``items``: a dict per check) runs."""
+    from integration_health.testing import FakeConfig
+
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=2))
+    org = uuid.uuid4()
+    items = [FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(2)]
+    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=30)))
+    checked_at = utcnow() - timedelta(minutes=20)
+    old = [
+        {
+            "integration_id": str(items[0].integration_id),
+            "slot_at": INITIAL_SLOT.isoformat(),
+            "due_at": INITIAL_SLOT.isoformat(),
+            "previous": None,
+        },
+        {
+            "integration_id": str(items[1].integration_id),
+            "slot_at": INITIAL_SLOT.isoformat(),
+            "due_at": INITIAL_SLOT.isoformat(),
+            "previous": {
+                "status": "unreachable",
+                "checked_at": checked_at.isoformat(),
+                "consecutive_failures": 2,
+                "last_healthy_at": None,
+                "next_check_at": None,
+            },
+        },
+    ]
+    try:
+        async with registry:
+            assert (await run_batch("batch:old", items=old)).written == 2
+    finally:
+        set_runtime(None)
+    assert len(check.calls) == 2
     for item in items:
         assert len(await pg_store.list_history(item.integration_id)) == 1
 
@@ -119,10 +208,10 @@ async def test_feed_plans_on_while_the_queue_has_room(pg_store: PostgresStore) -
     most_waiting = 0
     ran: list[int] = []
 
-    async def defer(**job: Any) -> None:
+    async def defer(*jobs: dict[str, Any]) -> None:
         nonlocal deferred, most_waiting
-        waiting.append(job)
-        deferred += 1
+        waiting.extend(jobs)
+        deferred += len(jobs)
         most_waiting = max(most_waiting, len(waiting))
 
     async def queue_depth() -> tuple[int, int]:

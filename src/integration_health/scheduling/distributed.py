@@ -7,8 +7,9 @@ workers, on any machines; no other process is needed.
 - Every few seconds (``--tick``) the periodic task ``integration_health.plan`` runs on
   exactly one worker (procrastinate deduplicates periodic defers). It plans the due checks
   with the same pure planner as the single-machine scheduler, splits them into batches,
-  **claims each batch's slots** in ``integration_check_runs`` under a fresh batch key, and
-  defers one ``integration_health.run_batch`` job per batch. It keeps doing so for most of
+  **claims their slots** in ``integration_check_runs`` under a fresh key, and defers one
+  ``integration_health.run_batch`` job per batch of :data:`BATCH_SIZE` (one insert for all;
+  the checks travel as one compact string, :func:`encode_checks`). It keeps doing so for most of
   the tick (:func:`feed`) while the queue is short — at most twice as many waiting batches as
   are running, and at least :data:`MIN_QUEUED` — so the workers never run dry and queued
   claims start well within their lease. Planning again skips the slots that queued or
@@ -83,43 +84,110 @@ def set_runtime(runtime: WorkerRuntime | None) -> None:
     _runtime = runtime
 
 
-def _state_payload(state: IntegrationState | None) -> dict[str, Any] | None:
-    if state is None:
-        return None
-    return {
-        "status": state.status.value,
-        "checked_at": state.checked_at.isoformat(),
-        "consecutive_failures": state.consecutive_failures,
-        "last_healthy_at": state.last_healthy_at.isoformat() if state.last_healthy_at else None,
-        "next_check_at": state.next_check_at.isoformat() if state.next_check_at else None,
-    }
+def _when(value: str) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
-def _state_from(payload: Mapping[str, Any] | None) -> IntegrationState | None:
-    if payload is None:
-        return None
+def encode_checks(
+    held: list[PlannedCheck], previous: Mapping[UUID, IntegrationState | None]
+) -> str:
+    """A batch's checks as one compact string (the job's argument).
 
-    def when(value: str | None) -> datetime | None:
-        return datetime.fromisoformat(value) if value else None
+    One check per space-separated item: comma-separated integration id (hex), slot, due time
+    and the previous state (status, checked_at, consecutive failures, last healthy, next
+    check; empty fields for none). One flat string keeps the queued job small and cheap to
+    store and to log: procrastinate copies a job's arguments into every log record it makes,
+    and escapes each quote of their JSON when deferring.
+    """
+    items = []
+    for p in held:
+        state = previous.get(p.integration.integration_id)
+        fields = [p.integration.integration_id.hex, p.slot_at.isoformat(), p.due_at.isoformat()]
+        if state is not None:
+            fields += [
+                state.status.value,
+                state.checked_at.isoformat(),
+                str(state.consecutive_failures),
+                state.last_healthy_at.isoformat() if state.last_healthy_at else "",
+                state.next_check_at.isoformat() if state.next_check_at else "",
+            ]
+        items.append(",".join(fields))
+    return " ".join(items)
 
-    checked_at = when(payload["checked_at"])
-    assert checked_at is not None
-    return IntegrationState(
-        status=HealthStatus(payload["status"]),
-        checked_at=checked_at,
-        consecutive_failures=int(payload["consecutive_failures"]),
-        last_healthy_at=when(payload["last_healthy_at"]),
-        next_check_at=when(payload["next_check_at"]),
-    )
+
+@dataclass(frozen=True)
+class _Queued:
+    integration_id: UUID
+    slot_at: datetime
+    due_at: datetime
+    previous: IntegrationState | None
+
+
+def decode_checks(checks: str) -> list[_Queued]:
+    """The inverse of :func:`encode_checks`."""
+    queued = []
+    for item in checks.split():
+        integration_id, slot_at, due_at, *state = item.split(",")
+        previous = None
+        if state:
+            status, checked_at, failures, last_healthy_at, next_check_at = state
+            previous = IntegrationState(
+                status=HealthStatus(status),
+                checked_at=datetime.fromisoformat(checked_at),
+                consecutive_failures=int(failures),
+                last_healthy_at=_when(last_healthy_at),
+                next_check_at=_when(next_check_at),
+            )
+        queued.append(
+            _Queued(
+                UUID(hex=integration_id),
+                datetime.fromisoformat(slot_at),
+                datetime.fromisoformat(due_at),
+                previous,
+            )
+        )
+    return queued
+
+
+def _decode_items(items: list[dict[str, Any]]) -> list[_Queued]:
+    """Jobs queued by earlier workers (``items``: one dict per check) are still run."""
+    queued = []
+    for item in items:
+        state = item.get("previous")
+        previous = None
+        if state is not None:
+            checked_at = datetime.fromisoformat(state["checked_at"])
+            previous = IntegrationState(
+                status=HealthStatus(state["status"]),
+                checked_at=checked_at,
+                consecutive_failures=int(state["consecutive_failures"]),
+                last_healthy_at=_when(state["last_healthy_at"] or ""),
+                next_check_at=_when(state["next_check_at"] or ""),
+            )
+        queued.append(
+            _Queued(
+                UUID(item["integration_id"]),
+                datetime.fromisoformat(item["slot_at"]),
+                datetime.fromisoformat(item["due_at"]),
+                previous,
+            )
+        )
+    return queued
 
 
 async def plan_and_defer(
-    defer: Any, *, at: datetime | None = None, max_checks: int | None = None
+    defer: Callable[..., Awaitable[Any]],
+    *,
+    at: datetime | None = None,
+    max_checks: int | None = None,
 ) -> PassReport:
-    """Plan due checks (at most ``max_checks``, default a scheduler batch), claim them batch
-    by batch, and defer one job per batch.
+    """Plan due checks (at most ``max_checks``, default a scheduler batch), claim them all
+    under one key, and defer one job per :data:`BATCH_SIZE` of them, all at once.
 
-    ``defer`` is ``run_batch.defer_async`` (a parameter so the logic is testable alone).
+    ``defer`` is ``run_batch.batch_defer_async``: called with one keyword dict per job (a
+    parameter so the logic is testable alone). The batches of one plan share its key: a slot
+    is completed once whichever job writes it, and a duplicate run of a job finds its slots
+    done.
     """
     runtime = _rt()
     scheduler = runtime.scheduler
@@ -127,22 +195,14 @@ async def plan_and_defer(
     report = PassReport(at=at)
     plan, previous = await scheduler.plan(at, report, max_checks=max_checks)
     await scheduler.warm_up(at)
-    for start in range(0, len(plan.run), BATCH_SIZE):
-        batch = plan.run[start : start + BATCH_SIZE]
-        key = f"batch:{uuid.uuid4().hex}"
-        held = await scheduler.claim(batch, worker=key, at=at, report=report)
-        if not held:
-            continue
-        items = [
-            {
-                "integration_id": str(p.integration.integration_id),
-                "slot_at": p.slot_at.isoformat(),
-                "due_at": p.due_at.isoformat(),
-                "previous": _state_payload(previous.get(p.integration.integration_id)),
-            }
-            for p in held
-        ]
-        await defer(batch_key=key, items=items)
+    key = f"plan:{uuid.uuid4().hex}"
+    held = await scheduler.claim(plan.run, worker=key, at=at, report=report)
+    jobs = [
+        {"batch_key": key, "checks": encode_checks(held[start : start + BATCH_SIZE], previous)}
+        for start in range(0, len(held), BATCH_SIZE)
+    ]
+    if jobs:
+        await defer(*jobs)
     await scheduler.finish_pass(report)
     return report
 
@@ -155,7 +215,7 @@ def queue_limit(running: int) -> int:
 
 
 async def feed(
-    defer: Any,
+    defer: Callable[..., Awaitable[Any]],
     queue_depth: Callable[[], Awaitable[tuple[int, int]]],
     *,
     budget_s: float,
@@ -164,17 +224,19 @@ async def feed(
     """Plan and defer (:func:`plan_and_defer`) again and again for ``budget_s`` seconds,
     whenever the queue is shorter than :func:`queue_limit`; returns the summed report.
 
-    ``queue_depth`` returns (waiting, running) ``run_batch`` jobs; each plan fills the room
-    left below the limit (at most a scheduler batch). Stops early once a plan finds fewer due
-    checks than it had room for (everything due is queued or running, or held back).
+    ``queue_depth`` returns (waiting, running) ``run_batch`` jobs; once at most half the
+    limit waits, a plan fills the room left below it (at most a scheduler batch). Stops early
+    once a plan finds fewer due checks than it had room for (everything due is queued or
+    running, or held back).
     """
     deadline = time.monotonic() + budget_s
     total = PassReport(at=_rt().scheduler.clock())
     batch_size = _rt().scheduler.options.batch_size
     while True:
         waiting, running = await queue_depth()
-        room = min(batch_size, (queue_limit(running) - waiting) * BATCH_SIZE)
-        if room > 0:
+        limit = queue_limit(running)
+        room = min(batch_size, (limit - waiting) * BATCH_SIZE)
+        if waiting <= limit // 2 and room > 0:  # refill in chunks, not one batch at a time
             report = await plan_and_defer(defer, max_checks=room)
             total.due += report.due
             total.skipped_claims += report.skipped_claims
@@ -185,29 +247,28 @@ async def feed(
         await asyncio.sleep(poll_s)
 
 
-async def run_batch(batch_key: str, items: list[dict[str, Any]]) -> PassReport:
-    """Run one batch of claimed checks and write the results (see the module docstring)."""
+async def run_batch(
+    batch_key: str, checks: str = "", items: list[dict[str, Any]] | None = None
+) -> PassReport:
+    """Run one batch of claimed checks and write the results (see the module docstring).
+
+    ``checks`` is :func:`encode_checks`'s string; ``items`` the older form of the same.
+    """
     runtime = _rt()
     scheduler = runtime.scheduler
     at = scheduler.clock()
     report = PassReport(at=at)
+    queued = decode_checks(checks) if items is None else _decode_items(items)
     planned: list[PlannedCheck] = []
     previous: dict[UUID, IntegrationState | None] = {}
-    records = await runtime.store.get_integrations([UUID(i["integration_id"]) for i in items])
-    for item in items:
-        integration_id = UUID(item["integration_id"])
-        record = records.get(integration_id)
+    records = await runtime.store.get_integrations([q.integration_id for q in queued])
+    for q in queued:
+        record = records.get(q.integration_id)
         if record is None:  # deleted since it was planned
             continue
-        integration = runtime.registry.from_record(record)
-        planned.append(
-            PlannedCheck(
-                integration,
-                slot_at=datetime.fromisoformat(item["slot_at"]),
-                due_at=datetime.fromisoformat(item["due_at"]),
-            )
-        )
-        previous[integration_id] = _state_from(item.get("previous"))
+        integration = scheduler.parse(record)  # parsed once if this process planned it
+        planned.append(PlannedCheck(integration, slot_at=q.slot_at, due_at=q.due_at))
+        previous[q.integration_id] = q.previous
     held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
     if len(held) < len(planned):
         log.info(
@@ -237,8 +298,10 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
     )
 
     @app.task(name="integration_health.run_batch", queue=QUEUE, pass_context=False)
-    async def run_batch_task(batch_key: str, items: list[dict[str, Any]]) -> None:
-        report = await run_batch(batch_key, items)
+    async def run_batch_task(
+        batch_key: str, checks: str = "", items: list[dict[str, Any]] | None = None
+    ) -> None:
+        report = await run_batch(batch_key, checks, items)
         log.debug("batch %s: %d run, %d written", batch_key, report.ran, report.written)
 
     @app.periodic(cron=f"* * * * * */{tick_s}", periodic_id="plan")
@@ -258,7 +321,7 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
             return int(row["waiting"]), int(row["running"])
 
         # Most of the tick, leaving room so that the next tick's plan rarely overlaps it.
-        report = await feed(run_batch_task.defer_async, queue_depth, budget_s=tick_s * 0.8)
+        report = await feed(run_batch_task.batch_defer_async, queue_depth, budget_s=tick_s * 0.8)
         if report.due:
             log.info(
                 "planned %d due check(s) at %s (%d already claimed elsewhere)",

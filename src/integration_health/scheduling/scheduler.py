@@ -125,7 +125,7 @@ round robin across organisations. Each row read costs ~30 µs of this process's 
 config decoded, the record built and compared), so the window is kept small (it was 4)."""
 _PARSED_WINDOWS = 2
 """The parse cache holds the rows of this many windows; beyond that, the entries added
-longest ago (checks run passes ago) make room, see :meth:`Scheduler._parse`."""
+longest ago (checks run passes ago) make room, see :meth:`Scheduler.parse`."""
 _PRUNE_BATCH = 10_000
 _PRUNE_BATCHES = 20  # at most 200,000 rows per hour and process; the rest next hour
 
@@ -427,7 +427,7 @@ class Scheduler:
         due = [d for d in upcoming if d.slot_at <= at]
         modes = await self._current_modes(at)
         budgets = self._budgets(at)
-        candidates = [Candidate(self._parse(d.integration), d.status) for d in due]
+        candidates = [Candidate(self.parse(d.integration), d.status) for d in due]
         plan = plan_checks(candidates, at=at, type_modes=modes, budgets=budgets, max_checks=most)
         held = set(plan.paused) | {kind for kind, count in plan.deferred_budget.items() if count}
         if held and len(upcoming) >= window and len(plan.run) < most:
@@ -439,7 +439,7 @@ class Scheduler:
             )
             planned = {p.integration.integration_id for p in plan.run}
             extra = [
-                Candidate(self._parse(d.integration), d.status)
+                Candidate(self.parse(d.integration), d.status)
                 for d in more
                 if d.integration.integration_id not in planned
             ]
@@ -464,7 +464,7 @@ class Scheduler:
         previous = {c.integration.integration_id: state_of(c.status) for c in candidates}
         return plan, previous
 
-    def _parse(self, record: IntegrationRecord) -> Integration:
+    def parse(self, record: IntegrationRecord) -> Integration:
         """``registry.from_record(record)``, remembered while the stored record is unchanged.
 
         Planning reads more due checks than one batch runs (room for budgets and fairness),
@@ -572,7 +572,7 @@ class Scheduler:
             soon = await self.store.list_due(
                 at + timedelta(seconds=self.options.warmup_s), limit=self.options.batch_size
             )
-        items = [self._parse(d.integration) for d in soon]
+        items = [self.parse(d.integration) for d in soon]
         configs = [i for i in items if isinstance(i, IntegrationConfigBase)]
         if configs:
             await self.registry.warm_up(configs, environ=self.environ)

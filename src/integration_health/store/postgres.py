@@ -1024,7 +1024,7 @@ class PostgresStore:
         if not wanted:
             return {}
         rows = await self._run(
-            lambda conn: _fetch(conn, _LIST_INTEGRATIONS + " where id = any(%s)", (wanted,))
+            lambda conn: _fetch(conn, _LIST_INTEGRATIONS + " where id = any(%b)", (wanted,))
         )
         return {record.integration_id: record for record in map(_integration, rows)}
 
@@ -1095,27 +1095,34 @@ class PostgresStore:
         status_columns = ", ".join(f"s.{c} as s_{c}" for c in _STATUS_COLUMN_NAMES)
 
         def unclaimed(integration_id: str, slot_at: str) -> str:
-            """Leave out a slot with a live claim (a primary-key probe per candidate)."""
+            """Leave out a slot with a live claim: a primary-key probe per candidate (``offset
+            0`` keeps it one; as an anti join the planner would read and sort every run
+            claimed within the lease — done ones included — on every pass)."""
             if claimed_since is None:
                 return ""
             return (
                 "and not exists (select 1 from public.integration_check_runs r "
                 f"where r.integration_id = {integration_id} and r.slot_at = {slot_at} "
-                "and r.state = 'claimed' and r.claimed_at >= %(claimed_since)s)"
+                "and r.state = 'claimed' and r.claimed_at >= %(claimed_since)s offset 0)"
             )
 
         # Each branch reads at most ``limit`` rows along an index; the lateral subqueries
-        # (``offset 0`` keeps them lateral) look each candidate's integration up by key.
+        # (``offset 0`` keeps them lateral) look each candidate's integration up by key. The
+        # never-checked ids are found first (``offset 0`` again) and only then probed for a
+        # claim, or every active integration would be probed.
         query = f"""
             with due as (
-                (select i.id, null::timestamptz as due_at
-                 from public.integrations i
-                 where i.enabled and i.monitoring_mode = 'active'
-                   and i.integration_type <> all(%(exclude)s::text[])
-                   and not exists (select 1 from public.integration_health_status n
-                                   where n.integration_id = i.id)
-                   {unclaimed("i.id", "%(initial)s")}
-                 order by i.id
+                (select u.id, null::timestamptz as due_at
+                 from (select i.id
+                       from public.integrations i
+                       where i.enabled and i.monitoring_mode = 'active'
+                         and i.integration_type <> all(%(exclude)s::text[])
+                         and not exists (select 1 from public.integration_health_status n
+                                         where n.integration_id = i.id)
+                       order by i.id
+                       offset 0) u
+                 where true {unclaimed("u.id", "%(initial)s")}
+                 order by u.id
                  limit %(limit)s)
                 union all
                 (select n.integration_id, null::timestamptz
