@@ -25,11 +25,16 @@ from integration_health.scheduling import SchedulerOptions
 from integration_health.scheduling.distributed import (
     MAX_QUEUED,
     MIN_QUEUED,
+    QUEUE,
+    build_app,
     decode_checks,
+    delete_succeeded,
     encode_checks,
+    ensure_procrastinate_schema,
     feed,
     make_runtime,
     plan_and_defer,
+    queue_depth,
     queue_limit,
     run_batch,
     set_runtime,
@@ -218,7 +223,8 @@ async def test_feed_plans_on_while_the_queue_has_room(pg_store: PostgresStore) -
         # a worker takes one batch each time the planner looks at the queue
         if waiting:
             ran.append((await run_batch(**waiting.pop(0))).written)
-        return len(waiting), 0
+            return len(waiting), 1
+        return 0, 0
 
     try:
         async with registry:
@@ -234,6 +240,81 @@ async def test_feed_plans_on_while_the_queue_has_room(pg_store: PostgresStore) -
     assert len(check.calls) == 630
     for item in items:
         assert len(await pg_store.list_history(item.integration_id)) == 1
+
+
+async def test_feed_gives_its_job_slot_back_when_nobody_takes_batches(
+    pg_store: PostgresStore,
+) -> None:
+    """A full queue and no batch running: the planning job returns at once instead of
+    holding one of the worker's job slots for the rest of the tick."""
+    registry, _check, _ = fake_registry(settings=Settings(timeout_s=2))
+    set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=60)))
+    looks = 0
+
+    async def queue_depth() -> tuple[int, int]:
+        nonlocal looks
+        looks += 1
+        return MIN_QUEUED, 0
+
+    async def defer(*jobs: dict[str, Any]) -> None:
+        raise AssertionError("nothing may be planned into a full queue")
+
+    try:
+        t0 = time.monotonic()
+        report = await feed(defer, queue_depth, budget_s=30)
+    finally:
+        set_runtime(None)
+    assert (report.due, looks) == (0, 1)
+    assert time.monotonic() - t0 < 5
+
+
+async def test_queue_depth_and_cleanup_on_procrastinate_tables(pg_url: str) -> None:
+    """Running batches are those of live workers (a killed worker's jobs stay 'doing');
+    the cleanup deletes succeeded jobs of our queue only, not failed ones, not another
+    queue's, and not a periodic job procrastinate still refers to."""
+    await ensure_procrastinate_schema(pg_url)
+    app = build_app(pg_url, tick_s=5)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "insert into procrastinate_workers (last_heartbeat) values "
+            "(now()), (now() - interval '5 minutes') returning id"
+        )
+        live, dead = [r[0] for r in await cursor.fetchall()]
+        jobs = [
+            ("todo", None, QUEUE, "integration_health.run_batch"),
+            ("todo", None, QUEUE, "integration_health.run_batch"),
+            ("doing", live, QUEUE, "integration_health.run_batch"),
+            ("doing", dead, QUEUE, "integration_health.run_batch"),
+            ("doing", dead, QUEUE, "integration_health.run_batch"),
+            ("todo", None, "other", "integration_health.run_batch"),
+            ("todo", None, QUEUE, "integration_health.plan"),
+            ("succeeded", None, QUEUE, "integration_health.run_batch"),
+            ("succeeded", None, QUEUE, "integration_health.run_batch"),
+            ("failed", None, QUEUE, "integration_health.run_batch"),
+            ("succeeded", None, "other", "integration_health.run_batch"),
+            ("succeeded", None, QUEUE, "integration_health.plan"),
+        ]
+        ids = []
+        for status, worker, queue, task in jobs:
+            cursor = await conn.execute(
+                "insert into procrastinate_jobs (queue_name, task_name, status, worker_id) "
+                "values (%s, %s, %s, %s) returning id",
+                (queue, task, status, worker),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            ids.append(row[0])
+        await conn.execute(  # procrastinate's bookkeeping of the last periodic defer
+            "insert into procrastinate_periodic_defers (task_name, defer_timestamp, job_id) "
+            "values ('integration_health.plan', 1, %s)",
+            (ids[-1],),
+        )
+        async with app.open_async():
+            assert await queue_depth(app.connector) == (2, 1)
+            await delete_succeeded(app.connector)
+        cursor = await conn.execute("select id from procrastinate_jobs order by id")
+        left = [r[0] for r in await cursor.fetchall()]
+    assert left == ids[:7] + ids[9:]  # the two succeeded run_batch jobs of our queue went
 
 
 def _worker(url: str, tmp: str) -> subprocess.Popen[str]:

@@ -227,7 +227,8 @@ async def feed(
     ``queue_depth`` returns (waiting, running) ``run_batch`` jobs; once at most half the
     limit waits, a plan fills the room left below it (at most a scheduler batch). Stops early
     once a plan finds fewer due checks than it had room for (everything due is queued or
-    running, or held back).
+    running, or held back), or when the queue is full and no batch runs (a worker with one
+    job slot would otherwise sit in this task while its queue waits).
     """
     deadline = time.monotonic() + budget_s
     total = PassReport(at=_rt().scheduler.clock())
@@ -242,6 +243,8 @@ async def feed(
             total.skipped_claims += report.skipped_claims
             if report.due < room:
                 return total
+        elif running == 0:  # a full queue that nobody takes: give this job slot back
+            return total
         if time.monotonic() + poll_s >= deadline:
             return total
         await asyncio.sleep(poll_s)
@@ -313,15 +316,12 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
     )
     async def plan_task(timestamp: int) -> None:
         connector = app.connector
-
-        async def queue_depth() -> tuple[int, int]:
-            row = await connector.execute_query_one_async(
-                _QUEUE_DEPTH, queue=QUEUE, task=_RUN_BATCH
-            )
-            return int(row["waiting"]), int(row["running"])
-
         # Most of the tick, leaving room so that the next tick's plan rarely overlaps it.
-        report = await feed(run_batch_task.batch_defer_async, queue_depth, budget_s=tick_s * 0.8)
+        report = await feed(
+            run_batch_task.batch_defer_async,
+            lambda: queue_depth(connector),
+            budget_s=tick_s * 0.8,
+        )
         if report.due:
             log.info(
                 "planned %d due check(s) at %s (%d already claimed elsewhere)",
@@ -329,17 +329,32 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
                 report.at.isoformat(),
                 report.skipped_claims,
             )
-        await connector.execute_query_async(_DELETE_SUCCEEDED, queue=QUEUE)
+        await delete_succeeded(connector)
 
     return app
 
 
-# Waiting and running run_batch jobs (the partial index on todo/doing jobs serves it).
+async def queue_depth(connector: Any) -> tuple[int, int]:
+    """(waiting, running) ``run_batch`` jobs; ``connector`` is the app's procrastinate
+    connector. A job stays ``doing`` when its worker was killed: only jobs of workers whose
+    heartbeat is recent count as running."""
+    row = await connector.execute_query_one_async(_QUEUE_DEPTH, queue=QUEUE, task=_RUN_BATCH)
+    return int(row["waiting"]), int(row["running"])
+
+
+async def delete_succeeded(connector: Any) -> None:
+    """Delete the queue's succeeded jobs, at most 10,000 per call (failed ones are kept)."""
+    await connector.execute_query_async(_DELETE_SUCCEEDED, queue=QUEUE)
+
+
+# Waiting and running run_batch jobs; a running job's worker beats every 10 s.
 _QUEUE_DEPTH = """
-select count(*) filter (where status = 'todo') as waiting,
-       count(*) filter (where status = 'doing') as running
-from procrastinate_jobs
-where queue_name = %(queue)s and task_name = %(task)s and status in ('todo', 'doing')
+select count(*) filter (where j.status = 'todo') as waiting,
+       count(*) filter (where j.status = 'doing'
+                          and w.last_heartbeat > now() - interval '30 seconds') as running
+from procrastinate_jobs j
+left join procrastinate_workers w on w.id = j.worker_id
+where j.queue_name = %(queue)s and j.task_name = %(task)s and j.status in ('todo', 'doing')
 """
 
 # Succeeded jobs of our queue (their events go with them, ON DELETE CASCADE); a periodic
