@@ -508,6 +508,12 @@ async def _run_variant(
             for c in children:
                 c.go()
         results = [await c.finish() for c in children]
+        for c in children:  # children log errors only: show any, they explain odd figures
+            lines = c.log.read_text(errors="replace").splitlines()
+            if lines:
+                print(f"  {c.kind} child logged {len(lines)} line(s); the first ones:")
+                for line in lines[:15]:
+                    print(f"    {line[:300]}")
         counts = pg.counts(db) if kind != "runner" else {}
     finally:
         if db != template:
