@@ -19,6 +19,7 @@ from integration_health.errors import StoreUnavailable
 from integration_health.integrations_file import to_records
 from integration_health.passive import classify_sync_error, record_sync_outcome
 from integration_health.scheduling import Scheduler, SchedulerOptions
+from integration_health.scheduling.scheduler import PassReport
 from integration_health.store import MemoryStore, Organization, SQLiteStore, Store
 from integration_health.store.base import ResultWrite, TypeMode
 from integration_health.testing import BlockingFakeConfig, FakeCheck, FakeConfig, fake_registry
@@ -66,6 +67,37 @@ async def seed(
     ]
     await store.import_definitions([Organization(org, "Org")], [], to_records(items))
     return items
+
+
+async def test_a_scheduler_moves_on_past_slots_another_one_holds(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """While scheduler A's batch is running (its claims live), B's pass plans the checks after
+    it instead of A's, whose claims it would only be refused; A's own claims stay plannable by
+    A (it renews them), and once A's lease runs out B may take them over."""
+    registry, check = fakes
+    items = await seed(store, 6)
+    options = SchedulerOptions(batch_size=3, lease_s=60)
+    clock = Clock(T0)
+    a = Scheduler(store, registry, options=options, clock=clock, worker="a")
+    b = Scheduler(store, registry, options=options, clock=clock, worker="b")
+    async with registry:
+        plan, _ = await a.plan(T0, PassReport(at=T0))
+        held = await a.claim(plan.run, worker="a", at=T0, report=PassReport(at=T0))
+        assert len(held) == 3  # A's batch "runs": claimed, not written
+        a_ids = {p.integration.integration_id for p in held}
+        report = await b.run_pass()
+        assert (report.ran, report.skipped_claims) == (3, 0)
+        ran_by_b = {call.integration_id for call in check.calls}
+        assert ran_by_b == {i.integration_id for i in items} - a_ids
+        again, _ = await a.plan(T0, PassReport(at=T0))  # A still sees its own claims
+        assert {p.integration.integration_id for p in again.run} == a_ids
+        assert (await b.run_pass()).ran == 0  # for B they are held
+        clock.advance(seconds=61)  # A died: its lease ran out
+        assert (await b.run_pass()).ran == 3
+    assert len(check.calls) == 6
+    for item in items:
+        assert len(await store.list_history(item.integration_id)) == 1
 
 
 async def test_due_checks_run_once_per_slot(

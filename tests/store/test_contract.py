@@ -341,7 +341,7 @@ async def test_list_due(store: Store) -> None:
 async def test_list_due_leaves_out_live_claims(store: Store) -> None:
     """With ``claimed_since``, a due check whose current slot holds a live claim is left out
     (never checked, no next_check_at, overdue alike); an expired claim, a claim on another
-    slot, or no ``claimed_since`` lists it."""
+    slot, a claim of ``claimed_by_me``, or no ``claimed_since`` lists it."""
     org = uuid.uuid4()
     fresh, synced, overdue, other = (record(org, n) for n in ("fresh", "synced", "overdue", "o"))
     await store.import_definitions([Organization(org, "Acme")], [], [fresh, synced, overdue, other])
@@ -372,6 +372,11 @@ async def test_list_due_leaves_out_live_claims(store: Store) -> None:
     assert {d.integration.name for d in await store.list_due(at)} == everything
     live = await store.list_due(at, claimed_since=at - timedelta(seconds=60))
     assert [d.integration.name for d in live] == ["o"]
+    # the claimer's own claims are listed for it (it renews them), not for anyone else
+    mine = await store.list_due(at, claimed_since=at - timedelta(seconds=60), claimed_by_me="w")
+    assert {d.integration.name for d in mine} == everything
+    theirs = await store.list_due(at, claimed_since=at - timedelta(seconds=60), claimed_by_me="x")
+    assert [d.integration.name for d in theirs] == ["o"]
     # the claims made at ``at`` count as expired for a ``claimed_since`` after it
     later = at + timedelta(seconds=61)
     expired = await store.list_due(later, claimed_since=later - timedelta(seconds=60))

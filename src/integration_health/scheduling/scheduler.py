@@ -413,15 +413,17 @@ class Scheduler:
         # One query serves planning and warm-up: the checks due by the end of the warm-up
         # window, earliest first; those due now come first, the rest are only warmed up.
         most = self.options.batch_size if max_checks is None else max(1, max_checks)
-        # Checks whose slot a live batch holds (claimed within the lease, not written yet:
-        # queued or running on a worker) are left out, so that planning again before they
-        # finish moves on to the checks after them.
+        # Checks whose slot a live batch of another worker holds (claimed within the lease,
+        # not written yet: queued or running elsewhere) are left out, so that planning again
+        # before they finish moves on to the checks after them. Our own claims are listed:
+        # their results were dropped (or the pass failed), so they run again.
         window = most * _DUE_WINDOW
         claimed_since = at - timedelta(seconds=self.options.lease_s)
         upcoming = await self.store.list_due(
             at + timedelta(seconds=self.options.warmup_s),
             limit=window,
             claimed_since=claimed_since,
+            claimed_by_me=self.worker,
         )
         self._upcoming = (at, upcoming[:most])
         due = [d for d in upcoming if d.slot_at <= at]
@@ -435,7 +437,11 @@ class Scheduler:
             # it: read the due checks of the other types, so that a vendor with more due
             # checks than the window does not hold every other type up until its pause ends.
             more = await self.store.list_due(
-                at, limit=window, exclude_types=held, claimed_since=claimed_since
+                at,
+                limit=window,
+                exclude_types=held,
+                claimed_since=claimed_since,
+                claimed_by_me=self.worker,
             )
             planned = {p.integration.integration_id for p in plan.run}
             extra = [

@@ -305,6 +305,7 @@ class Store(Protocol):
         limit: int = 10_000,
         exclude_types: Collection[str] = (),
         claimed_since: datetime | None = None,
+        claimed_by_me: str | None = None,
     ) -> list[DueCheck]:
         """Enabled, active integrations never checked or whose ``next_check_at`` ≤ ``at``.
 
@@ -314,6 +315,8 @@ class Store(Protocol):
         (:attr:`DueCheck.slot_at`) is claimed, not done, by a claim made at or after it are
         left out too: a live batch holds them and will write them, so the next plan moves on
         to the checks after them (a claim older than that may be taken over and is listed).
+        Claims of worker ``claimed_by_me`` are not left out: that caller renews them (a
+        scheduler runs again the slots whose results it had to drop).
         """
         ...
 

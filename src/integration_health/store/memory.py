@@ -270,6 +270,7 @@ class MemoryStore:
         limit: int = 10_000,
         exclude_types: Collection[str] = (),
         claimed_since: datetime | None = None,
+        claimed_by_me: str | None = None,
     ) -> list[DueCheck]:
         due = []
         for record in self._integrations.values():
@@ -286,6 +287,7 @@ class MemoryStore:
                         run is not None
                         and run.state == "claimed"
                         and run.claimed_at >= claimed_since
+                        and run.worker != claimed_by_me
                     ):
                         continue  # a live batch holds the slot
                 due.append(check)

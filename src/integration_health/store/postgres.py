@@ -1084,6 +1084,7 @@ class PostgresStore:
         limit: int = 10_000,
         exclude_types: Collection[str] = (),
         claimed_since: datetime | None = None,
+        claimed_by_me: str | None = None,
     ) -> list[DueCheck]:
         """The due checks at ``at``: never checked first, then oldest ``next_check_at`` first.
 
@@ -1103,7 +1104,8 @@ class PostgresStore:
             return (
                 "and not exists (select 1 from public.integration_check_runs r "
                 f"where r.integration_id = {integration_id} and r.slot_at = {slot_at} "
-                "and r.state = 'claimed' and r.claimed_at >= %(claimed_since)s offset 0)"
+                "and r.state = 'claimed' and r.claimed_at >= %(claimed_since)s "
+                "and r.worker is distinct from %(claimed_by_me)s::text offset 0)"
             )
 
         # Each branch reads at most ``limit`` rows along an index; the lateral subqueries
@@ -1164,6 +1166,7 @@ class PostgresStore:
             "exclude": sorted(set(exclude_types)),
             "initial": INITIAL_SLOT,
             "claimed_since": claimed_since,
+            "claimed_by_me": claimed_by_me,
         }
 
         async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[Row]:

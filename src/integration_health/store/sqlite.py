@@ -478,6 +478,7 @@ class SQLiteStore:
         limit: int = 10_000,
         exclude_types: Collection[str] = (),
         claimed_since: datetime | None = None,
+        claimed_by_me: str | None = None,
     ) -> list[DueCheck]:
         status_columns = ", ".join(f"s.{c} AS s_{c}" for c in _STATUS_COLUMN_NAMES)
         excluded = sorted(set(exclude_types))
@@ -489,7 +490,7 @@ class SQLiteStore:
         not_claimed = (
             "AND NOT EXISTS (SELECT 1 FROM integration_check_runs r "
             "WHERE r.integration_id = i.id AND r.slot_at = COALESCE(s.next_check_at, ?) "
-            "AND r.state = 'claimed' AND r.claimed_at >= ?)"
+            "AND r.state = 'claimed' AND r.claimed_at >= ? AND r.worker IS NOT ?)"
             if claimed_since is not None
             else ""
         )
@@ -506,7 +507,11 @@ class SQLiteStore:
             ORDER BY COALESCE(s.next_check_at, ''), i.id
             LIMIT ?
         """
-        claimed = (ts(INITIAL_SLOT), ts(claimed_since)) if claimed_since is not None else ()
+        claimed = (
+            (ts(INITIAL_SLOT), ts(claimed_since), claimed_by_me)
+            if claimed_since is not None
+            else ()
+        )
         params = (ts(at), *excluded, *claimed, limit)
         rows = await self._call(lambda conn: conn.execute(query, params).fetchall())
         due = []
