@@ -701,7 +701,12 @@ def scheduler(
 def worker(
     concurrency: Annotated[
         int,
-        typer.Option("--concurrency", min=1, max=64, help="Batches of checks run at once."),
+        typer.Option(
+            "--concurrency",
+            min=1,
+            max=64,
+            help="Jobs run at once: batches of 50 checks, and the planner while it runs here.",
+        ),
     ] = 4,
     tick: Annotated[
         int, typer.Option("--tick", min=1, max=59, help="Seconds between planning passes.")
@@ -718,9 +723,10 @@ def worker(
 ) -> None:
     """Share the due checks with every other worker (PostgreSQL only; start any number).
 
-    Built on procrastinate: one worker plans each tick, batches are claimed and run by any
-    worker, each (integration, slot) exactly once even if a worker dies mid-batch. SIGTERM or
-    Ctrl-C stops it gracefully (in-flight batches finish). On SQLite use `scheduler`.
+    Built on procrastinate: each tick one worker plans, keeping the queue of batches topped
+    up for most of the tick; batches are claimed and run by any worker, each (integration,
+    slot) exactly once even if a worker dies mid-batch. SIGTERM or Ctrl-C stops it gracefully
+    (in-flight batches finish). On SQLite use `scheduler`.
     """
     from .scheduling import SchedulerOptions  # noqa: PLC0415
     from .scheduling.distributed import (  # noqa: PLC0415 - optional dependency
