@@ -765,6 +765,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--integrations, --orgs, --concurrency, --batch, --rounds must be positive")
     if args.processes < 1:
         parser.error("--processes must be positive")
+    if args.worker_jobs < 0:
+        parser.error("--worker-jobs must be positive (0: concurrency/50 + 1)")
     if args.child and not args.db:
         parser.error("--child needs --db")
     return args

@@ -406,6 +406,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--due-fraction must be in (0, 1]")
     if args.never_checked < 0 or args.never_checked >= min(args.sizes):
         parser.error("--never-checked must be between 0 and the smallest size")
+    if args.claimed < 0:
+        parser.error("--claimed must be 0 or more")
     return args
 
 
