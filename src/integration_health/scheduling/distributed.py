@@ -84,8 +84,17 @@ def set_runtime(runtime: WorkerRuntime | None) -> None:
     _runtime = runtime
 
 
-def _when(value: str) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+def _state(
+    status: str, checked_at: str, failures: str | int, last_healthy_at: str, next_check_at: str
+) -> IntegrationState:
+    """A previous state from its queued text fields (empty: none)."""
+    return IntegrationState(
+        status=HealthStatus(status),
+        checked_at=datetime.fromisoformat(checked_at),
+        consecutive_failures=int(failures),
+        last_healthy_at=datetime.fromisoformat(last_healthy_at) if last_healthy_at else None,
+        next_check_at=datetime.fromisoformat(next_check_at) if next_check_at else None,
+    )
 
 
 def encode_checks(
@@ -128,16 +137,7 @@ def decode_checks(checks: str) -> list[_Queued]:
     queued = []
     for item in checks.split():
         integration_id, slot_at, due_at, *state = item.split(",")
-        previous = None
-        if state:
-            status, checked_at, failures, last_healthy_at, next_check_at = state
-            previous = IntegrationState(
-                status=HealthStatus(status),
-                checked_at=datetime.fromisoformat(checked_at),
-                consecutive_failures=int(failures),
-                last_healthy_at=_when(last_healthy_at),
-                next_check_at=_when(next_check_at),
-            )
+        previous = _state(*state) if state else None
         queued.append(
             _Queued(
                 UUID(hex=integration_id),
@@ -156,13 +156,12 @@ def _decode_items(items: list[dict[str, Any]]) -> list[_Queued]:
         state = item.get("previous")
         previous = None
         if state is not None:
-            checked_at = datetime.fromisoformat(state["checked_at"])
-            previous = IntegrationState(
-                status=HealthStatus(state["status"]),
-                checked_at=checked_at,
-                consecutive_failures=int(state["consecutive_failures"]),
-                last_healthy_at=_when(state["last_healthy_at"] or ""),
-                next_check_at=_when(state["next_check_at"] or ""),
+            previous = _state(
+                state["status"],
+                state["checked_at"],
+                state["consecutive_failures"],
+                state["last_healthy_at"] or "",
+                state["next_check_at"] or "",
             )
         queued.append(
             _Queued(
@@ -216,7 +215,7 @@ def queue_limit(running: int) -> int:
 
 async def feed(
     defer: Callable[..., Awaitable[Any]],
-    queue_depth: Callable[[], Awaitable[tuple[int, int]]],
+    depth: Callable[[], Awaitable[tuple[int, int]]],
     *,
     budget_s: float,
     poll_s: float = _POLL_S,
@@ -224,17 +223,17 @@ async def feed(
     """Plan and defer (:func:`plan_and_defer`) again and again for ``budget_s`` seconds,
     whenever the queue is shorter than :func:`queue_limit`; returns the summed report.
 
-    ``queue_depth`` returns (waiting, running) ``run_batch`` jobs; once at most half the
-    limit waits, a plan fills the room left below it (at most a scheduler batch). Stops early
-    once a plan finds fewer due checks than it had room for (everything due is queued or
-    running, or held back), or when the queue is full and no batch runs (a worker with one
-    job slot would otherwise sit in this task while its queue waits).
+    ``depth`` returns (waiting, running) ``run_batch`` jobs (:func:`queue_depth`); once at
+    most half the limit waits, a plan fills the room left below it (at most a scheduler
+    batch). Stops early once a plan finds fewer due checks than it had room for (everything
+    due is queued or running, or held back), or when the queue is full and no batch runs (a
+    worker with one job slot would otherwise sit in this task while its queue waits).
     """
     deadline = time.monotonic() + budget_s
     total = PassReport(at=_rt().scheduler.clock())
     batch_size = _rt().scheduler.options.batch_size
     while True:
-        waiting, running = await queue_depth()
+        waiting, running = await depth()
         limit = queue_limit(running)
         room = min(batch_size, (limit - waiting) * BATCH_SIZE)
         if waiting <= limit // 2 and room > 0:  # refill in chunks, not one batch at a time
