@@ -18,6 +18,7 @@ import pytest
 
 from integration_health import Settings
 from integration_health.adapters.http import HttpConfig
+from integration_health.checks import CheckRegistry
 from integration_health.integrations_file import to_records
 from integration_health.model import HealthStatus, utcnow
 from integration_health.policy import IntegrationState
@@ -43,7 +44,12 @@ from integration_health.scheduling.planner import PlannedCheck
 from integration_health.store import Organization
 from integration_health.store.base import INITIAL_SLOT
 from integration_health.store.postgres import PostgresStore
-from integration_health.testing import HttpEndpointFake, fake_registry
+from integration_health.testing import (
+    FakeCheck,
+    FakeConfig,
+    HttpEndpointFake,
+    fake_registry,
+)
 from tests.store.conftest import admin_connect, database_url
 
 pytestmark = pytest.mark.postgres
@@ -69,15 +75,25 @@ async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
     await store.aclose()
 
 
-async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: PostgresStore) -> None:
-    """A batch run twice writes once; a batch whose worker died is re-planned after its lease."""
-    from integration_health.testing import FakeConfig
-
+async def _worker_runtime(
+    store: PostgresStore, count: int, *, lease_s: float
+) -> tuple[CheckRegistry, FakeCheck, list[FakeConfig]]:
+    """``count`` fake integrations of one organisation in ``store``, and the worker runtime
+    (a fake registry, ``lease_s``) installed for the tasks; returns the registry, its fake
+    check and the integrations."""
     registry, check, _ = fake_registry(settings=Settings(timeout_s=2))
     org = uuid.uuid4()
-    items = [FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(120)]
-    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
-    set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=30)))
+    items = [
+        FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(count)
+    ]
+    await store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    set_runtime(make_runtime(store, registry, SchedulerOptions(lease_s=lease_s)))
+    return registry, check, items
+
+
+async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: PostgresStore) -> None:
+    """A batch run twice writes once; a batch whose worker died is re-planned after its lease."""
+    registry, check, items = await _worker_runtime(pg_store, 120, lease_s=30)
     deferred: list[dict[str, Any]] = []
 
     async def defer(*jobs: dict[str, Any]) -> None:
@@ -110,8 +126,6 @@ async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: Post
 def test_checks_travel_as_one_string_and_back() -> None:
     """encode_checks/decode_checks keep ids, slots, due times and previous states exactly
     (none, partial, full), with no quote in the string (nothing for JSON to escape)."""
-    from integration_health.testing import FakeConfig
-
     org = uuid.uuid4()
     at = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
     items = [FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(3)]
@@ -153,13 +167,7 @@ def test_checks_travel_as_one_string_and_back() -> None:
 
 async def test_jobs_queued_in_the_older_form_still_run(pg_store: PostgresStore) -> None:
     """A run_batch job deferred by an earlier worker (``items``: a dict per check) runs."""
-    from integration_health.testing import FakeConfig
-
-    registry, check, _ = fake_registry(settings=Settings(timeout_s=2))
-    org = uuid.uuid4()
-    items = [FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(2)]
-    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
-    set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=30)))
+    registry, check, items = await _worker_runtime(pg_store, 2, lease_s=30)
     checked_at = utcnow() - timedelta(minutes=20)
     old = [
         {
@@ -201,13 +209,7 @@ def test_queue_limit() -> None:
 async def test_feed_plans_on_while_the_queue_has_room(pg_store: PostgresStore) -> None:
     """One planning tick keeps the queue topped up, moving on past the slots queued batches
     hold (never planning a check twice), and never queues more than the limit."""
-    from integration_health.testing import FakeConfig
-
-    registry, check, _ = fake_registry(settings=Settings(timeout_s=2))
-    org = uuid.uuid4()
-    items = [FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}") for i in range(630)]
-    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
-    set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=60)))
+    registry, check, items = await _worker_runtime(pg_store, 630, lease_s=60)
     waiting: list[dict[str, Any]] = []
     deferred = 0
     most_waiting = 0
