@@ -27,6 +27,7 @@ from integration_health.scheduling.distributed import (
     MAX_QUEUED,
     MIN_QUEUED,
     QUEUE,
+    FeedPace,
     build_app,
     decode_checks,
     delete_succeeded,
@@ -241,6 +242,70 @@ async def test_feed_plans_on_while_the_queue_has_room(pg_store: PostgresStore) -
     assert sum(ran) == 630
     assert len(check.calls) == 630
     for item in items:
+        assert len(await pg_store.list_history(item.integration_id)) == 1
+
+
+def test_feed_pace_measures_how_fast_batches_are_taken() -> None:
+    """The rate is the batches that left the queue between two looks over the time between
+    them; it is smoothed, doubled when the queue was found empty, and the target it gives is
+    at least queue_limit(running) and at most MAX_QUEUED."""
+    pace = FeedPace()
+    pace.look(0, now=10.0)
+    assert (pace.rate, pace.taken) == (0.0, None)
+    assert pace.target(running=3, horizon_s=0.4) == queue_limit(3)
+    pace.queued(20)
+    pace.look(12, now=10.5)  # 8 of the 20 taken in 0.5 s
+    assert (pace.taken, pace.rate, pace.interval_s) == (8, 16.0, 0.5)
+    assert pace.target(running=0, horizon_s=1.0) == 16
+    pace.look(4, now=11.0)  # 8 more in 0.5 s, nothing queued meanwhile
+    assert (pace.taken, pace.rate) == (8, 16.0)
+    pace.queued(4)
+    pace.look(0, now=11.5)  # all 8 taken: starved, they could have taken more
+    assert (pace.taken, pace.rate) == (8, 32.0)
+    assert pace.target(running=0, horizon_s=0.4) == 13  # ceil(32 x 0.4)
+    assert pace.target(running=100, horizon_s=0.4) == queue_limit(100)
+    assert pace.target(running=0, horizon_s=3_600) == MAX_QUEUED
+    pace.look(0, now=12.0)  # nothing queued, nothing taken: the rate halves
+    assert (pace.taken, pace.rate) == (0, 16.0)
+    pace.look(0, now=12.0)  # no time passed: nothing measured
+    assert (pace.taken, pace.rate) == (0, 16.0)
+
+
+async def test_feed_keeps_fast_workers_busy(pg_store: PostgresStore) -> None:
+    """Workers that take six batches between two looks of the planner (short checks) find
+    batches waiting at nearly every look: the queue follows their pace, not the count of
+    running batches (a queue of MIN_QUEUED would be empty at every look), and the full
+    queue with nothing running at the moment of a look is not mistaken for idle workers."""
+    registry, check, items = await _worker_runtime(pg_store, 1_500, lease_s=60)
+    waiting: list[dict[str, Any]] = []
+    starved = 0
+    looks = 0
+
+    async def defer(*jobs: dict[str, Any]) -> None:
+        waiting.extend(jobs)
+
+    async def queue_depth() -> tuple[int, int]:
+        nonlocal starved, looks
+        looks += 1
+        if looks > 1:  # the workers had time since the last look
+            taken = waiting[:6]
+            del waiting[:6]
+            starved += len(taken) < 6
+            for job in taken:
+                await run_batch(**job)
+        return len(waiting), 0  # each batch ended before the planner looked
+
+    try:
+        async with registry:
+            report = await feed(defer, queue_depth, budget_s=30, poll_s=0.01)
+            while waiting:
+                await run_batch(**waiting.pop(0))
+    finally:
+        set_runtime(None)
+    assert report.due == 1_500
+    assert starved <= 2, f"the workers found fewer than six batches at {starved} looks"
+    assert len(check.calls) == 1_500
+    for item in items[:50]:
         assert len(await pg_store.list_history(item.integration_id)) == 1
 
 

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -58,6 +59,11 @@ MAX_QUEUED = 200
 """Most batches the planner keeps queued, however many are running."""
 _RUN_BATCH = "integration_health.run_batch"
 _POLL_S = 0.2
+_FETCH_POLL_S = 1.0
+"""How often an idle worker looks for jobs without a notification (procrastinate: 5 s).
+A worker is told of new jobs by ``LISTEN/NOTIFY``, but its listener starts alongside its
+periodic deferrer: a first planning job deferred before the listener listens went
+unnoticed for the whole polling interval (seen as a 5 s stall at start in one run of two)."""
 
 
 @dataclass
@@ -67,6 +73,8 @@ class WorkerRuntime:
     store: Store
     registry: CheckRegistry
     scheduler: Scheduler
+    pace: FeedPace = field(default_factory=lambda: FeedPace())
+    """The workers' pace as this process's planner measured it (kept across ticks)."""
 
 
 _runtime: WorkerRuntime | None = None
@@ -207,10 +215,56 @@ async def plan_and_defer(
 
 
 def queue_limit(running: int) -> int:
-    """How many batches may wait in the queue while ``running`` batches run: enough for the
-    workers to take the next ones at once, few enough that each starts long before its
-    claims' lease runs out (a batch lasts about one check timeout)."""
+    """The fewest batches to keep waiting while ``running`` batches run, before the pace of
+    the workers is known (see :class:`FeedPace`): enough for the workers to take the next
+    ones at once."""
     return min(MAX_QUEUED, max(MIN_QUEUED, 2 * running))
+
+
+@dataclass
+class FeedPace:
+    """How fast the workers take batches, measured by the planner from the queue's depth.
+
+    The planner looks at the queue every ``poll_s``; between two looks the workers took the
+    batches that waited after the first look and no longer wait at the second. Batches that
+    each take a few milliseconds can drain a queue sized by the running batches alone many
+    times between two looks, leaving the workers idle: the queue is therefore kept at
+    ``rate × horizon`` batches — what the workers take until the planner next refills it —
+    and the rate doubles each time the planner finds the queue empty (the workers could have
+    taken more than it measured). At most :data:`MAX_QUEUED` wait, so queued claims start
+    long before their lease runs out. One pace per worker process, kept across planning
+    ticks.
+    """
+
+    rate: float = 0.0
+    """Batches per second the workers took between the last two looks (smoothed)."""
+    taken: int | None = None
+    """Batches taken between the last two looks (``None``: no earlier look)."""
+    interval_s: float = 0.0
+    """Seconds between the last two looks: the poll interval plus the time planning took."""
+    _left: int | None = None
+    _at: float = 0.0
+
+    def look(self, waiting: int, now: float) -> None:
+        """Record a look at the queue: ``waiting`` batches wait at monotonic time ``now``."""
+        if self._left is not None and now > self._at:
+            self.taken = max(0, self._left - waiting)
+            self.interval_s = now - self._at
+            measured = self.taken / self.interval_s
+            if waiting == 0 and self.taken:  # starved: they would have taken more
+                self.rate = 2 * max(measured, self.rate)
+            else:
+                self.rate = measured if self.rate == 0 else (self.rate + measured) / 2
+        self._left, self._at = waiting, now
+
+    def queued(self, jobs: int) -> None:
+        """``jobs`` more batches wait since the last look."""
+        if self._left is not None:
+            self._left += jobs
+
+    def target(self, running: int, horizon_s: float) -> int:
+        """Batches to keep waiting so that the workers do not run dry for ``horizon_s``."""
+        return min(MAX_QUEUED, max(queue_limit(running), math.ceil(self.rate * horizon_s)))
 
 
 async def feed(
@@ -219,32 +273,49 @@ async def feed(
     *,
     budget_s: float,
     poll_s: float = _POLL_S,
+    gap_s: float = 0.0,
+    pace: FeedPace | None = None,
 ) -> PassReport:
     """Plan and defer (:func:`plan_and_defer`) again and again for ``budget_s`` seconds,
-    whenever the queue is shorter than :func:`queue_limit`; returns the summed report.
+    keeping the queue as deep as the workers' pace needs (:class:`FeedPace`); returns the
+    summed report.
 
-    ``depth`` returns (waiting, running) ``run_batch`` jobs (:func:`queue_depth`); once at
-    most half the limit waits, a plan fills the room left below it (at most a scheduler
-    batch). Stops early once a plan finds fewer due checks than it had room for (everything
-    due is queued or running, or held back), or when the queue is full and no batch runs (a
-    worker with one job slot would otherwise sit in this task while its queue waits).
+    ``depth`` returns (waiting, running) ``run_batch`` jobs (:func:`queue_depth`). Every
+    ``poll_s`` the queue is measured; once at most half the target waits, plans fill it up
+    to the target (one scheduler batch per plan, several plans in a row if need be). The
+    target covers the workers' pace until the next look: twice the time between looks (the
+    poll interval plus planning), and on the last look of this call also ``gap_s`` (until the
+    next planning tick starts). Stops early once a plan
+    finds fewer due checks than it had room for (everything due is queued or running, or
+    held back), or when the queue is full and nobody takes from it (a worker with one job
+    slot would otherwise sit in this task while its queue waits).
     """
+    runtime = _rt()
+    pace = pace if pace is not None else runtime.pace
     deadline = time.monotonic() + budget_s
-    total = PassReport(at=_rt().scheduler.clock())
-    batch_size = _rt().scheduler.options.batch_size
+    total = PassReport(at=runtime.scheduler.clock())
+    batch_size = runtime.scheduler.options.batch_size
     while True:
         waiting, running = await depth()
-        limit = queue_limit(running)
-        room = min(batch_size, (limit - waiting) * BATCH_SIZE)
-        if waiting <= limit // 2 and room > 0:  # refill in chunks, not one batch at a time
-            report = await plan_and_defer(defer, max_checks=room)
-            total.due += report.due
-            total.skipped_claims += report.skipped_claims
-            if report.due < room:
-                return total
-        elif running == 0:  # a full queue that nobody takes: give this job slot back
+        now = time.monotonic()
+        pace.look(waiting, now)
+        last = now + poll_s >= deadline
+        horizon_s = 2 * max(poll_s, pace.interval_s) + (gap_s if last else 0.0)
+        target = pace.target(running, horizon_s)
+        if waiting <= target // 2:  # refill in chunks, not one batch at a time
+            while waiting < target:
+                room = min(batch_size, (target - waiting) * BATCH_SIZE)
+                report = await plan_and_defer(defer, max_checks=room)
+                total.due += report.due
+                total.skipped_claims += report.skipped_claims
+                jobs = math.ceil((report.due - report.skipped_claims) / BATCH_SIZE)
+                pace.queued(jobs)
+                waiting += jobs
+                if report.due < room:
+                    return total
+        elif running == 0 and not pace.taken:  # a full queue that nobody takes
             return total
-        if time.monotonic() + poll_s >= deadline:
+        if last:
             return total
         await asyncio.sleep(poll_s)
 
@@ -296,7 +367,7 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
     conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(conninfo=conninfo),
-        worker_defaults={"queues": [QUEUE]},
+        worker_defaults={"queues": [QUEUE], "fetch_job_polling_interval": _FETCH_POLL_S},
     )
 
     @app.task(name="integration_health.run_batch", queue=QUEUE, pass_context=False)
@@ -320,6 +391,7 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
             run_batch_task.batch_defer_async,
             lambda: queue_depth(connector),
             budget_s=tick_s * 0.8,
+            gap_s=tick_s * 0.2,
         )
         if report.due:
             log.info(
