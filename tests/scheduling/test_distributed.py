@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -26,6 +26,7 @@ from integration_health.scheduling import SchedulerOptions
 from integration_health.scheduling.distributed import (
     MAX_QUEUED,
     MIN_QUEUED,
+    PLANNED_FOR_S,
     QUEUE,
     FeedPace,
     build_app,
@@ -122,6 +123,76 @@ async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: Post
     assert len(check.calls) == 120
     for item in items:
         assert len(await pg_store.list_history(item.integration_id)) == 1
+
+
+async def test_a_batch_run_where_it_was_planned_uses_the_planned_integrations(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """The process that planned a batch runs it with the integrations it planned (no second
+    read); another process reads them from the store. An integration deleted after planning
+    is left out either way, and the rest of its batch runs."""
+    registry, check, items = await _worker_runtime(pg_store, 150, lease_s=60)
+    deferred: list[dict[str, Any]] = []
+
+    async def defer(*jobs: dict[str, Any]) -> None:
+        deferred.extend(jobs)
+
+    try:
+        async with registry:
+            await plan_and_defer(defer, at=utcnow())
+            assert len(deferred) == 3
+            batches = [[q.integration_id for q in decode_checks(j["checks"])] for j in deferred]
+            edited, deleted, other_edited = (b[0] for b in batches)
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+                for integration_id in (edited, other_edited):
+                    await conn.execute(
+                        "update public.integrations set config = config || "
+                        '\'{"outcome": "unreachable"}\' where id = %s',
+                        (integration_id,),
+                    )
+                await conn.execute("delete from public.integrations where id = %s", (deleted,))
+            # this process planned the first two batches: it runs them as planned, less
+            # the deleted integration
+            assert (await run_batch(**deferred[0])).written == 50
+            assert (await run_batch(**deferred[1])).written == 49
+            # another process (its own runtime, nothing planned there) reads the third
+            set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=60)))
+            assert (await run_batch(**deferred[2])).written == 50
+    finally:
+        set_runtime(None)
+    assert len(check.calls) == 149
+    assert deleted in {i.integration_id for i in items}
+    statuses = {s.integration_id: s.status for s in await pg_store.list_statuses()}
+    assert deleted not in statuses
+    assert statuses[edited] is HealthStatus.HEALTHY  # as planned
+    assert statuses[other_edited] is HealthStatus.UNREACHABLE  # as read by the other process
+
+
+def test_planned_integrations_are_forgotten_after_a_while() -> None:
+    """Checks planned here but taken by another worker do not pile up: entries older than
+    PLANNED_FOR_S go at the next plan; planning one again renews it."""
+    registry, _check, _ = fake_registry(settings=Settings(timeout_s=2))
+    runtime = make_runtime(cast(Any, None), registry)
+    org = uuid.uuid4()
+    first, second, third = (
+        PlannedCheck(
+            FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}"),
+            slot_at=INITIAL_SLOT,
+            due_at=INITIAL_SLOT,
+        )
+        for i in range(3)
+    )
+    runtime.remember([first, second], now=100.0)
+    runtime.remember([first], now=100.0 + PLANNED_FOR_S)  # renewed
+    assert set(runtime.planned) == {
+        first.integration.integration_id,
+        second.integration.integration_id,
+    }
+    runtime.remember([third], now=100.0 + PLANNED_FOR_S + 0.5)
+    assert set(runtime.planned) == {
+        first.integration.integration_id,
+        third.integration.integration_id,
+    }
 
 
 def test_checks_travel_as_one_string_and_back() -> None:

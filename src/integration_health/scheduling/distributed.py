@@ -39,11 +39,11 @@ from typing import Any
 from uuid import UUID
 
 from ..checks import CheckRegistry
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..model import HealthStatus, utcnow
 from ..policy import IntegrationState
 from ..store.base import Store
-from .planner import PlannedCheck
+from .planner import Integration, PlannedCheck
 from .scheduler import PassReport, Scheduler, SchedulerOptions
 
 __all__ = ["QUEUE", "WorkerRuntime", "build_app", "ensure_procrastinate_schema"]
@@ -59,6 +59,11 @@ MAX_QUEUED = 200
 """Most batches the planner keeps queued, however many are running."""
 _RUN_BATCH = "integration_health.run_batch"
 _POLL_S = 0.2
+PLANNED_FOR_S = 5.0
+"""How long a batch run by the process that planned it uses the integrations as planned
+(otherwise it reads them again): a configuration edited while the batch waited in the queue
+is checked as it was at most this long ago, as the single-machine scheduler checks what it
+read when it planned."""
 _FETCH_POLL_S = 1.0
 """How often an idle worker looks for jobs without a notification (procrastinate: 5 s).
 A worker is told of new jobs by ``LISTEN/NOTIFY``, but its listener starts alongside its
@@ -75,6 +80,22 @@ class WorkerRuntime:
     scheduler: Scheduler
     pace: FeedPace = field(default_factory=lambda: FeedPace())
     """The workers' pace as this process's planner measured it (kept across ticks)."""
+    planned: dict[UUID, tuple[Integration, float]] = field(default_factory=dict)
+    """Integrations this process planned and queued, with when (monotonic): a batch run by
+    the same process takes them from here instead of reading them again, see
+    :func:`run_batch`. Entries leave when their batch runs, or after :data:`PLANNED_FOR_S`."""
+
+    def remember(self, held: list[PlannedCheck], now: float) -> None:
+        """Keep the integrations of queued checks; forget those queued too long ago."""
+        planned = self.planned
+        while planned:
+            first = next(iter(planned))
+            if now - planned[first][1] <= PLANNED_FOR_S:
+                break
+            del planned[first]
+        for p in held:
+            planned.pop(p.integration.integration_id, None)  # re-insert: keep time order
+            planned[p.integration.integration_id] = (p.integration, now)
 
 
 _runtime: WorkerRuntime | None = None
@@ -208,6 +229,7 @@ async def plan_and_defer(
         {"batch_key": key, "checks": encode_checks(held[start : start + BATCH_SIZE], previous)}
         for start in range(0, len(held), BATCH_SIZE)
     ]
+    runtime.remember(held, time.monotonic())
     if jobs:
         await defer(*jobs)
     await scheduler.finish_pass(report)
@@ -320,6 +342,25 @@ async def feed(
         await asyncio.sleep(poll_s)
 
 
+async def _planned(
+    runtime: WorkerRuntime, queued: list[_Queued], known: Mapping[UUID, Integration]
+) -> list[PlannedCheck]:
+    """The queued checks with their integrations: ``known`` ones as given, the others read
+    from the store (one query); integrations deleted since they were planned are left out."""
+    missing = [q.integration_id for q in queued if q.integration_id not in known]
+    records = await runtime.store.get_integrations(missing) if missing else {}
+    planned = []
+    for q in queued:
+        integration = known.get(q.integration_id)
+        if integration is None:
+            record = records.get(q.integration_id)
+            if record is None:  # deleted since it was planned
+                continue
+            integration = runtime.scheduler.parse(record)
+        planned.append(PlannedCheck(integration, slot_at=q.slot_at, due_at=q.due_at))
+    return planned
+
+
 async def run_batch(
     batch_key: str, checks: str = "", items: list[dict[str, Any]] | None = None
 ) -> PassReport:
@@ -332,17 +373,27 @@ async def run_batch(
     at = scheduler.clock()
     report = PassReport(at=at)
     queued = decode_checks(checks) if items is None else _decode_items(items)
-    planned: list[PlannedCheck] = []
-    previous: dict[UUID, IntegrationState | None] = {}
-    records = await runtime.store.get_integrations([q.integration_id for q in queued])
+    previous = {q.integration_id: q.previous for q in queued}
+    # Integrations planned by this process a moment ago are not read again (the usual case
+    # with one worker, and for the share of batches a worker takes of its own plans).
+    now = time.monotonic()
+    known: dict[UUID, Integration] = {}
     for q in queued:
-        record = records.get(q.integration_id)
-        if record is None:  # deleted since it was planned
-            continue
-        integration = scheduler.parse(record)  # parsed once if this process planned it
-        planned.append(PlannedCheck(integration, slot_at=q.slot_at, due_at=q.due_at))
-        previous[q.integration_id] = q.previous
-    held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
+        entry = runtime.planned.pop(q.integration_id, None)
+        if entry is not None and now - entry[1] <= PLANNED_FOR_S:
+            known[q.integration_id] = entry[0]
+    try:
+        planned = await _planned(runtime, queued, known)
+        held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
+    except StoreUnavailable:
+        raise
+    except StoreError:
+        if not known:
+            raise
+        # An integration planned here was deleted since (its slot went with it): read
+        # them all, leaving deleted ones out, and renew the claims of the others.
+        planned = await _planned(runtime, queued, {})
+        held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
     if len(held) < len(planned):
         log.info(
             "batch %s: %d of %d slots were taken over while it waited; skipping them",
