@@ -21,9 +21,11 @@ end. Variants, each in fresh Python processes, alternated over ``--rounds``:
 - ``scheduler+pg×P`` (``--processes P`` > 1): P such schedulers in P processes on the same
   database, started together; throughput = all results written / (last end − first start);
 - ``worker+pg`` (``--worker``): one distributed worker (``integration-health worker``'s
-  procrastinate app, tick 1 s, ``concurrency // 50 + 1`` jobs at once: batches of 50 checks
-  plus the planner) in one process, from its start until the child sees every slot done (it
-  polls the count every 50 ms); the time includes waiting for the first tick (≤ 1 s). With
+  procrastinate app, tick 1 s, ``default_jobs(concurrency)`` = 2 × concurrency / 50 + 1 jobs
+  at once: batches of 50 checks plus the planner; the registry still keeps at most
+  ``--concurrency`` checks in flight) in one process, from its start until the child sees
+  every slot done (it polls the count every 50 ms); the time includes waiting for the first
+  tick (≤ 1 s). With
   ``--processes P`` too, ``worker+pg×P``: P such workers on the same database.
 
 Both kinds of child run ``gc.collect(); gc.freeze()`` after set-up, as ``integration-health
@@ -243,9 +245,9 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
     from integration_health import default_registry  # noqa: PLC0415
     from integration_health.scheduling import SchedulerOptions  # noqa: PLC0415
     from integration_health.scheduling.distributed import (  # noqa: PLC0415
-        BATCH_SIZE,
         QUEUE,
         build_app,
+        default_jobs,
         ensure_procrastinate_schema,
         make_runtime,
         set_runtime,
@@ -256,8 +258,9 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
     registry = default_registry(settings)
     await ensure_procrastinate_schema(args.db)
     store = await PostgresStore.open(args.db)
-    # ``--concurrency`` checks in flight: that many batches of BATCH_SIZE, plus the planner.
-    jobs = args.worker_jobs or max(1, args.concurrency // BATCH_SIZE) + 1
+    # ``--concurrency`` checks in flight (the registry's limit), in twice as many batches of
+    # BATCH_SIZE as that fills, plus the planner: one batch writes while the next one runs.
+    jobs = args.worker_jobs or default_jobs(args.concurrency)
     try:
         timed = _TimedStore(store)
         set_runtime(make_runtime(timed, registry, SchedulerOptions(batch_size=args.batch)))
@@ -703,7 +706,10 @@ def _report(
 
 
 def _phases(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """Where a scheduler run's wall time went: store calls, and the rest (checks, planning)."""
+    """Where a scheduler run's wall time went: store calls, and the rest (checks, planning).
+
+    A worker's jobs call the store concurrently, so their store seconds overlap: the rest is
+    shown only for the scheduler, whose calls follow one another (bar one chunk write)."""
     main_calls = ("list_due", "claim_slots", "record_results")
     headers = ["round", "variant", "seconds", *(f"{m} s (calls)" for m in main_calls)]
     headers += ["other store s", "rest s (checks, planning, results)"]
@@ -724,7 +730,7 @@ def _phases(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
                 + (f" ({processes} × {run['elapsed_s']:.2f})" if processes > 1 else ""),
                 *(f"{spent[m]:.2f} ({calls[m]})" for m in main_calls),
                 f"{other:.2f}",
-                f"{total - sum(spent.values()):.2f}",
+                f"{total - sum(spent.values()):.2f}" if variant.startswith("sched") else "—",
             ]
         )
     if rows:
@@ -748,13 +754,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worker",
         action="store_true",
         help="also run one `integration-health worker` (procrastinate, tick 1 s; batches of 50,"
-        " concurrency/50 + 1 jobs at once) until every check is written",
+        " 2 x concurrency/50 + 1 jobs at once) until every check is written",
     )
     parser.add_argument(
         "--worker-jobs",
         type=int,
         default=0,
-        help="jobs the worker runs at once (default: concurrency/50 + 1)",
+        help="jobs the worker runs at once (default: 2 x concurrency/50 + 1)",
     )
     parser.add_argument("--postgres", default=DEFAULT_PG, help=f"admin URL ({DEFAULT_PG})")
     parser.add_argument("--max-seconds", type=float, default=900, help=argparse.SUPPRESS)
@@ -766,7 +772,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.processes < 1:
         parser.error("--processes must be positive")
     if args.worker_jobs < 0:
-        parser.error("--worker-jobs must be positive (0: concurrency/50 + 1)")
+        parser.error("--worker-jobs must be positive (0: 2 x concurrency/50 + 1)")
     if args.child and not args.db:
         parser.error("--child needs --db")
     return args

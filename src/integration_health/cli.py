@@ -700,14 +700,18 @@ def scheduler(
 @app.command()
 def worker(
     concurrency: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--concurrency",
             min=1,
             max=64,
-            help="Jobs run at once: batches of 50 checks, and the planner while it runs here.",
+            help="Jobs run at once: batches of 50 checks, and the planner while it runs here"
+            " (checks in flight stay within the concurrency setting). Default: two batches"
+            " per 50 checks of the concurrency setting, plus one, at most 64 — one batch"
+            " writes while the next one's checks run.",
+            show_default=False,
         ),
-    ] = 4,
+    ] = None,
     tick: Annotated[
         int, typer.Option("--tick", min=1, max=59, help="Seconds between planning passes.")
     ] = 5,
@@ -723,15 +727,17 @@ def worker(
 ) -> None:
     """Share the due checks with every other worker (PostgreSQL only; start any number).
 
-    Built on procrastinate: each tick one worker plans, keeping the queue of batches topped
-    up for most of the tick; batches are claimed and run by any worker, each (integration,
-    slot) exactly once even if a worker dies mid-batch. SIGTERM or Ctrl-C stops it gracefully
-    (in-flight batches finish). On SQLite use `scheduler`.
+    Built on procrastinate: each tick one worker plans, keeping the queue of batches as deep
+    as the workers' measured pace needs for most of the tick; batches are claimed and run by
+    any worker, each (integration, slot) exactly once even if a worker dies mid-batch.
+    SIGTERM or Ctrl-C stops it gracefully (in-flight batches finish). On SQLite use
+    `scheduler`.
     """
     from .scheduling import SchedulerOptions  # noqa: PLC0415
     from .scheduling.distributed import (  # noqa: PLC0415 - optional dependency
         QUEUE,
         build_app,
+        default_jobs,
         ensure_procrastinate_schema,
         make_runtime,
         set_runtime,
@@ -744,6 +750,7 @@ def worker(
             "on SQLite run `integration-health scheduler` instead"
         )
     registry = _registry()
+    jobs = concurrency or default_jobs(registry.settings.concurrency)
 
     async def body() -> None:
         async with _store() as store, registry:
@@ -755,11 +762,12 @@ def worker(
             try:
                 async with app.open_async():
                     err.print(
-                        f"worker running on {mask_url(url)} (concurrency {concurrency}; "
+                        f"worker running on {mask_url(url)} ({jobs} jobs at once, at most "
+                        f"{registry.settings.concurrency} checks in flight; "
                         "SIGTERM or Ctrl-C to stop)"
                     )
                     _freeze_startup_heap()
-                    await app.run_worker_async(queues=[QUEUE], concurrency=concurrency)
+                    await app.run_worker_async(queues=[QUEUE], concurrency=jobs)
             finally:
                 set_runtime(None)
         err.print("worker stopped")

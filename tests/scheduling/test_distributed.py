@@ -31,6 +31,7 @@ from integration_health.scheduling.distributed import (
     FeedPace,
     build_app,
     decode_checks,
+    default_jobs,
     delete_succeeded,
     encode_checks,
     ensure_procrastinate_schema,
@@ -271,6 +272,12 @@ async def test_jobs_queued_in_the_older_form_still_run(pg_store: PostgresStore) 
         assert len(await pg_store.list_history(item.integration_id)) == 1
 
 
+def test_default_jobs_keep_two_batches_per_fifty_checks_in_flight() -> None:
+    """Enough jobs for the concurrency setting twice over (one batch writes while the next
+    runs), one for the planner, at most 64."""
+    assert [default_jobs(c) for c in (1, 50, 100, 101, 1_000, 100_000)] == [3, 3, 5, 7, 41, 64]
+
+
 def test_queue_limit() -> None:
     """Twice the running batches may wait, at least MIN_QUEUED, at most MAX_QUEUED."""
     assert queue_limit(0) == MIN_QUEUED
@@ -455,11 +462,14 @@ async def test_queue_depth_and_cleanup_on_procrastinate_tables(pg_url: str) -> N
     assert left == ids[:7] + ids[9:]  # the two succeeded run_batch jobs of our queue went
 
 
-def _worker(url: str, tmp: str) -> subprocess.Popen[str]:
+def _worker(url: str, tmp: str, *, jobs: int | None = 4) -> subprocess.Popen[str]:
+    """A worker process running ``jobs`` jobs at once (``None``: the default for its
+    concurrency setting, 200 checks in flight)."""
     env = {
         **os.environ,
         "INTEGRATION_HEALTH_DATABASE_URL": url,
         "INTEGRATION_HEALTH_ALLOW_PRIVATE_NETWORKS": "true",
+        "INTEGRATION_HEALTH_CONCURRENCY": "200",
     }
     log = open(os.path.join(tmp, f"worker-{uuid.uuid4().hex[:6]}.log"), "w")  # noqa: SIM115
     return subprocess.Popen(
@@ -472,8 +482,7 @@ def _worker(url: str, tmp: str) -> subprocess.Popen[str]:
             "1",
             "--lease",
             "15",
-            "--concurrency",
-            "4",
+            *(["--concurrency", str(jobs)] if jobs is not None else []),
         ],
         env=env,
         stdout=log,
@@ -520,7 +529,8 @@ def test_three_worker_processes_and_a_sigkill(
 
     asyncio.run(seed())
     history = "select count(*) from integration_health_history"
-    workers = [_worker(pg_url, str(tmp_path)) for _ in range(3)]
+    workers = [_worker(pg_url, str(tmp_path)) for _ in range(2)]
+    workers.append(_worker(pg_url, str(tmp_path), jobs=None))
     try:
         for slot in range(1, 4):
             if slot > 1:  # the next slot: as if 15 minutes had passed, every integration is due
@@ -566,4 +576,7 @@ def test_three_worker_processes_and_a_sigkill(
     assert _count(pg_url, "select count(*) from integration_check_runs where state <> 'done'") == 0
     # the two survivors exited cleanly on SIGTERM
     assert [p.returncode for p in workers[1:]] == [0, 0]
+    logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
+    assert logs.count("(4 jobs at once, at most 200 checks in flight;") == 2
+    assert logs.count(f"({default_jobs(200)} jobs at once, at most 200 checks in flight;") == 1
     assert fake.count("/ok") >= 3000

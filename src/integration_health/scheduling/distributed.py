@@ -46,7 +46,7 @@ from ..store.base import Store
 from .planner import Integration, PlannedCheck
 from .scheduler import PassReport, Scheduler, SchedulerOptions
 
-__all__ = ["QUEUE", "WorkerRuntime", "build_app", "ensure_procrastinate_schema"]
+__all__ = ["QUEUE", "WorkerRuntime", "build_app", "default_jobs", "ensure_procrastinate_schema"]
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,14 @@ async def plan_and_defer(
         await defer(*jobs)
     await scheduler.finish_pass(report)
     return report
+
+
+def default_jobs(concurrency: int) -> int:
+    """Jobs a worker runs at once for ``concurrency`` checks in flight (the registry's limit,
+    which holds whatever the number of batches): two batches per :data:`BATCH_SIZE` — while
+    one batch renews its claims or writes, the next one's checks run — plus one for the
+    planner, at most 64."""
+    return min(64, 2 * math.ceil(concurrency / BATCH_SIZE) + 1)
 
 
 def queue_limit(running: int) -> int:
