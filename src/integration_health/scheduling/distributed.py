@@ -10,14 +10,15 @@ workers, on any machines; no other process is needed.
   **claims their slots** in ``integration_check_runs`` under a fresh key, and defers one
   ``integration_health.run_batch`` job per batch of :data:`BATCH_SIZE` (one insert for all;
   the checks travel as one compact string, :func:`encode_checks`). It keeps doing so for most of
-  the tick (:func:`feed`) while the queue is short — at most twice as many waiting batches as
-  are running, and at least :data:`MIN_QUEUED` — so the workers never run dry and queued
+  the tick (:func:`feed`), keeping as many batches queued as the workers take until its next
+  look (:class:`FeedPace`, at most :data:`MAX_QUEUED`), so the workers never run dry and queued
   claims start well within their lease. Planning again skips the slots that queued or
   running batches hold (``list_due(claimed_since=…)``), so each plan moves on.
 - ``run_batch`` renews its claims (a batch that waited too long in the queue and was taken
   over is skipped), runs the checks with the runner's hard deadlines, and writes the results;
   each result completes its slot in the same transaction, or is discarded if the slot is no
-  longer this batch's.
+  longer this batch's. The process that planned a batch runs it with the integrations it
+  planned (:data:`PLANNED_FOR_S`); another reads them in one query.
 - A worker killed mid-batch (``SIGKILL``) leaves its slots claimed but not done: when the
   lease runs out the planner sees them due again and claims them under a new batch — so every
   (integration, slot) produces exactly one result, and nothing is lost.
