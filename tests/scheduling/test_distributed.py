@@ -347,6 +347,14 @@ def test_feed_pace_measures_how_fast_batches_are_taken() -> None:
     assert (pace.taken, pace.rate) == (0, 16.0)
     pace.look(0, now=12.0)  # no time passed: nothing measured
     assert (pace.taken, pace.rate) == (0, 16.0)
+    pace.queued(2, all_due=True)
+    pace.look(0, now=12.5)  # empty, but the plan held every due check: not starved
+    assert (pace.taken, pace.rate) == (2, 10.0)
+    for i in range(2_000):  # workers always ahead of a planner that always finds more
+        pace.queued(1)
+        pace.look(0, now=13.0 + i)
+    assert pace.rate <= 10 * MAX_QUEUED
+    assert pace.target(running=0, horizon_s=1.0) == MAX_QUEUED
 
 
 async def test_feed_keeps_fast_workers_busy(pg_store: PostgresStore) -> None:

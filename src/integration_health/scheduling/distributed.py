@@ -60,6 +60,9 @@ MAX_QUEUED = 200
 """Most batches the planner keeps queued, however many are running."""
 _RUN_BATCH = "integration_health.run_batch"
 _POLL_S = 0.2
+_MAX_RATE = 10.0 * MAX_QUEUED
+"""Batches per second: a bound on the measured pace (100,000 checks/s), so that doubling it
+on every empty queue cannot grow without end."""
 PLANNED_FOR_S = 5.0
 """How long a batch run by the process that planned it uses the integrations as planned
 (otherwise it reads them again): a configuration edited while the batch waited in the queue
@@ -262,8 +265,9 @@ class FeedPace:
     times between two looks, leaving the workers idle: the queue is therefore kept at
     ``rate × horizon`` batches — what the workers take until the planner next refills it —
     and the rate doubles each time the planner finds the queue empty (the workers could have
-    taken more than it measured). At most :data:`MAX_QUEUED` wait, so queued claims start
-    long before their lease runs out. One pace per worker process, kept across planning
+    taken more than it measured) — unless its last plan queued every due check, when an empty
+    queue says nothing of the workers' pace. At most :data:`MAX_QUEUED` wait, so queued claims
+    start long before their lease runs out. One pace per worker process, kept across planning
     ticks.
     """
 
@@ -275,6 +279,7 @@ class FeedPace:
     """Seconds between the last two looks: the poll interval plus the time planning took."""
     _left: int | None = None
     _at: float = 0.0
+    _all_due: bool = False
 
     def look(self, waiting: int, now: float) -> None:
         """Record a look at the queue: ``waiting`` batches wait at monotonic time ``now``."""
@@ -282,16 +287,18 @@ class FeedPace:
             self.taken = max(0, self._left - waiting)
             self.interval_s = now - self._at
             measured = self.taken / self.interval_s
-            if waiting == 0 and self.taken:  # starved: they would have taken more
-                self.rate = 2 * max(measured, self.rate)
+            if waiting == 0 and self.taken and not self._all_due:  # starved: they could
+                self.rate = min(_MAX_RATE, 2 * max(measured, self.rate))  # have taken more
             else:
                 self.rate = measured if self.rate == 0 else (self.rate + measured) / 2
         self._left, self._at = waiting, now
 
-    def queued(self, jobs: int) -> None:
-        """``jobs`` more batches wait since the last look."""
+    def queued(self, jobs: int, *, all_due: bool = False) -> None:
+        """``jobs`` more batches wait since the last look; ``all_due``: they held every
+        check that was due (nothing was left to plan)."""
         if self._left is not None:
             self._left += jobs
+        self._all_due = all_due
 
     def target(self, running: int, horizon_s: float) -> int:
         """Batches to keep waiting so that the workers do not run dry for ``horizon_s``."""
@@ -305,7 +312,6 @@ async def feed(
     budget_s: float,
     poll_s: float = _POLL_S,
     gap_s: float = 0.0,
-    pace: FeedPace | None = None,
 ) -> PassReport:
     """Plan and defer (:func:`plan_and_defer`) again and again for ``budget_s`` seconds,
     keeping the queue as deep as the workers' pace needs (:class:`FeedPace`); returns the
@@ -316,13 +322,13 @@ async def feed(
     to the target (one scheduler batch per plan, several plans in a row if need be). The
     target covers the workers' pace until the next look: twice the time between looks (the
     poll interval plus planning), and on the last look of this call also ``gap_s`` (until the
-    next planning tick starts). Stops early once a plan
-    finds fewer due checks than it had room for (everything due is queued or running, or
-    held back), or when the queue is full and nobody takes from it (a worker with one job
-    slot would otherwise sit in this task while its queue waits).
+    next planning tick starts). Stops early once a plan finds fewer due checks than it had
+    room for (everything due is queued or running, or held back), or when the queue is full
+    and nobody takes from it (a worker with one job slot would otherwise sit in this task
+    while its queue waits).
     """
     runtime = _rt()
-    pace = pace if pace is not None else runtime.pace
+    pace = runtime.pace
     deadline = time.monotonic() + budget_s
     total = PassReport(at=runtime.scheduler.clock())
     batch_size = runtime.scheduler.options.batch_size
@@ -340,7 +346,7 @@ async def feed(
                 total.due += report.due
                 total.skipped_claims += report.skipped_claims
                 jobs = math.ceil((report.due - report.skipped_claims) / BATCH_SIZE)
-                pace.queued(jobs)
+                pace.queued(jobs, all_due=report.due < room)
                 waiting += jobs
                 if report.due < room:
                     return total
