@@ -35,6 +35,7 @@ from integration_health.scheduling.distributed import (
     delete_succeeded,
     encode_checks,
     ensure_procrastinate_schema,
+    fail_stalled,
     feed,
     make_runtime,
     plan_and_defer,
@@ -465,9 +466,13 @@ async def test_queue_depth_and_cleanup_on_procrastinate_tables(pg_url: str) -> N
         async with app.open_async():
             assert await queue_depth(app.connector) == (2, 1)
             await delete_succeeded(app.connector)
-        cursor = await conn.execute("select id from procrastinate_jobs order by id")
-        left = [r[0] for r in await cursor.fetchall()]
-    assert left == ids[:7] + ids[9:]  # the two succeeded run_batch jobs of our queue went
+            assert await fail_stalled(app) == 2
+            assert await fail_stalled(app) == 0
+        cursor = await conn.execute("select id, status from procrastinate_jobs order by id")
+        left = {r[0]: r[1] for r in await cursor.fetchall()}
+    assert list(left) == ids[:7] + ids[9:]  # the two succeeded run_batch jobs of our queue went
+    # the dead worker's two jobs are failed now, the live worker's still doing
+    assert [left[i] for i in ids[2:5]] == ["doing", "failed", "failed"]
 
 
 def _worker(url: str, tmp: str, *, jobs: int | None = 4) -> subprocess.Popen[str]:

@@ -23,7 +23,8 @@ workers, on any machines; no other process is needed.
   lease runs out the planner sees them due again and claims them under a new batch — so every
   (integration, slot) produces exactly one result, and nothing is lost.
 - Finished jobs do not pile up: the planner deletes the succeeded jobs of this queue each
-  tick (failed ones are kept for inspection; periodic-defer bookkeeping is left alone).
+  tick (failed ones are kept for inspection; periodic-defer bookkeeping is left alone), and
+  marks failed the jobs that killed workers left ``doing`` (:func:`fail_stalled`).
 """
 
 from __future__ import annotations
@@ -467,6 +468,7 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
                 report.skipped_claims,
             )
         await delete_succeeded(connector)
+        await fail_stalled(app)
 
     return app
 
@@ -483,6 +485,34 @@ async def delete_succeeded(connector: Any) -> None:
     """Delete the queue's succeeded jobs, at most 10,000 per call (failed ones are kept)."""
     await connector.execute_query_async(_DELETE_SUCCEEDED, queue=QUEUE)
 
+
+async def fail_stalled(app: Any) -> int:
+    """Mark failed the queue's jobs left ``doing`` by workers that stopped beating (killed):
+    procrastinate leaves them so for ever. Their slots need nothing: they are planned again
+    once their claims' lease runs out. Returns how many were marked (logged as a warning)."""
+    from procrastinate.jobs import Status  # noqa: PLC0415 - optional dependency
+
+    manager = app.job_manager
+    stalled = [
+        job
+        for job in await manager.get_stalled_jobs(
+            queue=QUEUE, seconds_since_heartbeat=_STALLED_AFTER_S
+        )
+        if job.id is not None
+    ]
+    for job in stalled:
+        await manager.finish_job_by_id_async(job.id, status=Status.FAILED, delete_job=False)
+    if stalled:
+        log.warning(
+            "%d job(s) of workers that stopped without finishing them marked failed; their "
+            "checks run again once their claims' lease runs out",
+            len(stalled),
+        )
+    return len(stalled)
+
+
+_STALLED_AFTER_S = 30
+"""A worker silent this long is gone: its ``doing`` jobs are stalled (it beats every 10 s)."""
 
 # Waiting and running run_batch jobs; a running job's worker beats every 10 s.
 _QUEUE_DEPTH = """
