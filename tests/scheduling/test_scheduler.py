@@ -343,6 +343,45 @@ async def test_graceful_stop_finishes_the_pass_in_flight(
         assert len(await store.list_history(item.integration_id)) == 1
 
 
+async def test_passes_overlap_so_a_hung_check_holds_up_no_other_pass(store: Store) -> None:
+    """A check that hangs until its deadline holds up only itself: the next passes plan and
+    run while it waits (one hung check per batch of four would otherwise cost a deadline per
+    pass), no check runs twice, and stopping lets what runs finish."""
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=1.0, concurrency=10))
+    org = uuid.uuid4()
+    hung = {50, 150, 250, 350}  # in the middle of each batch of 100 (planned in id order)
+    items = [
+        FakeConfig(
+            integration_id=uuid.UUID(int=i + 1),
+            org_id=org,
+            name=f"fake-{i}",
+            outcome="hang" if i in hung else "healthy",
+        )
+        for i in range(400)
+    ]
+    await store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    scheduler = Scheduler(store, registry, options=SchedulerOptions(batch_size=100, tick_s=30))
+    stop = asyncio.Event()
+    started = time.monotonic()
+    task = asyncio.create_task(scheduler.run(stop))
+    try:
+        while len(await store.list_statuses()) < 400:
+            assert time.monotonic() - started < 10, "the checks did not all finish"
+            await asyncio.sleep(0.02)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=5)
+    # one deadline (1 s) in all, not one per batch (4 s)
+    assert elapsed < 2.5, f"400 checks with 4 hung ones took {elapsed:.1f} s"
+    assert len(check.calls) == 400
+    statuses = {s.integration_id: s for s in await store.list_statuses()}
+    for i, item in enumerate(items):
+        assert len(await store.list_history(item.integration_id)) == 1
+        expected = HealthStatus.UNREACHABLE if i in hung else HealthStatus.HEALTHY
+        assert statuses[item.integration_id].status is expected
+
+
 async def test_warm_up_calls_checks_due_soon(
     store: Store, fakes: tuple[CheckRegistry, FakeCheck]
 ) -> None:

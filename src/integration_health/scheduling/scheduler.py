@@ -266,6 +266,12 @@ class Scheduler:
         self._dropped = 0
         self._store_error: str | None = None
         self._unavailable_since: datetime | None = None
+        self._in_flight = 0
+        """Checks being executed (claimed, started or waiting for a lane, no result yet)."""
+        self._room = asyncio.Event()
+        """Set when :attr:`_in_flight` falls below :meth:`_pipeline_limit`."""
+        self._finishing = asyncio.Lock()
+        """Overlapping passes (:meth:`run`) run their after-pass hooks one at a time."""
 
     # -- results waiting for the store ---------------------------------------------------------
 
@@ -384,46 +390,73 @@ class Scheduler:
         ``buffer_on_outage`` (how :meth:`run` calls it), results whose write fails because
         the store is unreachable are buffered instead of raised.
         """
-        at = at or self.clock()
+        report, held, previous = await self._start_pass(at or self.clock())
+        await self._complete_pass(report, held, previous, buffer_on_outage=buffer_on_outage)
+        return report
+
+    async def _start_pass(
+        self, at: datetime, *, hide_own_claims: bool = False
+    ) -> tuple[PassReport, list[PlannedCheck], dict[UUID, IntegrationState | None]]:
+        """A pass up to its checks: flush the buffer, plan, warm up, claim."""
         report = PassReport(at=at)
         if self._buffer:
             report.flushed = await self.flush_buffer()
-        plan, previous = await self.plan(at, report)
+        plan, previous = await self.plan(at, report, hide_own_claims=hide_own_claims)
         await self.warm_up(at)
         held = await self.claim(plan.run, worker=self.worker, at=at, report=report)
+        return report, held, previous
+
+    async def _complete_pass(
+        self,
+        report: PassReport,
+        held: list[PlannedCheck],
+        previous: Mapping[UUID, IntegrationState | None],
+        *,
+        buffer_on_outage: bool,
+        counted: bool = False,
+    ) -> None:
+        """The rest of a pass: run the checks it holds, write them, finish the pass."""
         if held:
             await self.execute(
                 held,
                 previous,
                 worker=self.worker,
-                at=at,
+                at=report.at,
                 report=report,
                 buffer_on_outage=buffer_on_outage,
+                counted=counted,
             )
         if not report.buffered:
             self._store_up(report.flushed)
         await self.finish_pass(report)
-        return report
 
     async def plan(
-        self, at: datetime, report: PassReport, *, max_checks: int | None = None
+        self,
+        at: datetime,
+        report: PassReport,
+        *,
+        max_checks: int | None = None,
+        hide_own_claims: bool = False,
     ) -> tuple[Plan, dict[UUID, IntegrationState | None]]:
         """Load due checks and plan at most ``max_checks`` of them (default: a batch);
-        returns the plan and each one's previous state."""
+        returns the plan and each one's previous state. ``hide_own_claims``: leave out the
+        slots this scheduler holds too (another of its passes is running them)."""
         # One query serves planning and warm-up: the checks due by the end of the warm-up
         # window, earliest first; those due now come first, the rest are only warmed up.
         most = self.options.batch_size if max_checks is None else max(1, max_checks)
         # Checks whose slot a live batch of another worker holds (claimed within the lease,
         # not written yet: queued or running elsewhere) are left out, so that planning again
-        # before they finish moves on to the checks after them. Our own claims are listed:
-        # their results were dropped (or the pass failed), so they run again.
+        # before they finish moves on to the checks after them. Our own claims are listed
+        # while none of our passes runs: their results were dropped (or the pass failed), so
+        # they run again; while one runs, they are its checks and are left out too.
         window = most * _DUE_WINDOW
         claimed_since = at - timedelta(seconds=self.options.lease_s)
+        mine = None if hide_own_claims else self.worker
         upcoming = await self.store.list_due(
             at + timedelta(seconds=self.options.warmup_s),
             limit=window,
             claimed_since=claimed_since,
-            claimed_by_me=self.worker,
+            claimed_by_me=mine,
         )
         self._upcoming = (at, upcoming[:most])
         due = [d for d in upcoming if d.slot_at <= at]
@@ -441,7 +474,7 @@ class Scheduler:
                 limit=window,
                 exclude_types=held,
                 claimed_since=claimed_since,
-                claimed_by_me=self.worker,
+                claimed_by_me=mine,
             )
             planned = {p.integration.integration_id for p in plan.run}
             extra = [
@@ -515,14 +548,15 @@ class Scheduler:
 
     async def finish_pass(self, report: PassReport) -> None:
         """Prune old slot runs (hourly), run the after-pass hooks and beat the heart."""
-        await self._prune_runs(report.at)
-        for hook in self.after_pass:
-            try:
-                await hook(report)
-            except Exception as exc:  # noqa: BLE001 - a hook must not stop scheduling
-                log.error("after-pass hook %r failed: %s: %s", hook, type(exc).__name__, exc)
-        self.last_pass_at = self.clock()
-        metrics.SCHEDULER_HEARTBEAT.set(time.time())
+        async with self._finishing:
+            await self._prune_runs(report.at)
+            for hook in self.after_pass:
+                try:
+                    await hook(report)
+                except Exception as exc:  # noqa: BLE001 - a hook must not stop scheduling
+                    log.error("after-pass hook %r failed: %s: %s", hook, type(exc).__name__, exc)
+            self.last_pass_at = self.clock()
+            metrics.SCHEDULER_HEARTBEAT.set(time.time())
 
     async def _prune_runs(self, at: datetime) -> None:
         if self._pruned_at is not None and at - self._pruned_at < _PRUNE_EVERY:
@@ -592,8 +626,12 @@ class Scheduler:
         at: datetime,
         report: PassReport,
         buffer_on_outage: bool = False,
+        counted: bool = False,
     ) -> None:
         """Run checks whose slots ``worker`` holds, and write their results.
+
+        The checks count as in flight (:meth:`run`'s pipeline) until each one's result;
+        ``counted``: the caller counted them already (:meth:`run`, before this task starts).
 
         Results are written in chunks of ``options.write_every`` as checks finish, while the
         rest of the batch runs (one write at a time, in order), and the rest after it. When
@@ -602,73 +640,101 @@ class Scheduler:
         :meth:`flush_buffer`), otherwise :class:`StoreUnavailable` is raised once the batch
         has finished. Rate-limit switches are decided after the last write.
         """
-        if not to_run:
-            return
-        started = self.clock()
-        drift = {id(p): self._drift(p, started) for p in to_run}
-        report.drift_warnings += sum(
-            1 for d in drift.values() if d is not None and d > self.options.drift_warning_s
-        )
-        self._note_cold_starts(to_run)
-        budgeted = self.options.budgets_per_minute
-        for p in to_run:
-            if p.integration.integration_type in budgeted:  # only budgets read the starts
-                self._starts[p.integration.integration_type].append(at)
-        # Results are written in chunks of ``write_every`` while the rest of the batch still
-        # runs: one writer task per batch takes the chunks in order, so writes never overlap.
-        by_item: dict[int, list[PlannedCheck]] = defaultdict(list)
-        for p in to_run:
-            by_item[id(p.integration)].append(p)
-        pending: list[ResultWrite] = []
-        chunks: asyncio.Queue[list[ResultWrite] | None] = asyncio.Queue()
-        chunked = _ChunkedWrites()
-
-        def on_result(outcome: CheckOutcome) -> None:
-            integration, result = outcome
-            planned = by_item[id(integration)].pop(0)  # outcomes arrive in completion order
-            before = previous.get(integration.integration_id)
-            pending.append(
-                self._write_for(planned, integration, result, before, drift[id(planned)], worker)
-            )
-            self._count(integration.integration_type, result)
-            if len(pending) >= self.options.write_every:
-                chunks.put_nowait(pending.copy())
-                pending.clear()
-
-        writer = asyncio.create_task(self._write_chunks(chunks, chunked, report))
+        left = len(to_run)  # of this batch, still counted in self._in_flight
+        if not counted:
+            self._in_flight += left
         try:
-            outcomes = await execute_checks(
-                [p.integration for p in to_run],
-                registry=self.registry,
-                timeout_s=self.registry.settings.timeout_s,
-                concurrency=self.registry.settings.concurrency,
-                rules=self.rules,
-                environ=self.environ,
-                on_result=on_result,
-                clock=self.clock,
+            if not to_run:
+                return
+            started = self.clock()
+            drift = {id(p): self._drift(p, started) for p in to_run}
+            report.drift_warnings += sum(
+                1 for d in drift.values() if d is not None and d > self.options.drift_warning_s
             )
-        except BaseException:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-            raise
-        if pending:
-            chunks.put_nowait(pending)
-        chunks.put_nowait(None)
-        await writer  # a refusal other than an outage is raised here, after the batch
-        report.ran += len(outcomes)
-        report.outcomes.extend(outcomes)
-        if chunked.outage is not None:
-            if not buffer_on_outage:
-                raise chunked.outage
-            self._keep(chunked.unwritten, chunked.outage)
-            report.buffered += len(chunked.unwritten)
-            return  # the rate-limit switch reads the store: it waits for the next results
-        if chunked.not_done:
-            log.info(
-                "%d result(s) not written: their slot was completed by another worker",
-                chunked.not_done,
-            )
-        await self._rate_limit_switches(outcomes, at)
+            self._note_cold_starts(to_run)
+            budgeted = self.options.budgets_per_minute
+            for p in to_run:
+                if p.integration.integration_type in budgeted:  # only budgets read the starts
+                    self._starts[p.integration.integration_type].append(at)
+            # Results are written in chunks of ``write_every`` while the rest of the batch still
+            # runs: one writer task per batch takes the chunks in order, so writes never overlap.
+            by_item: dict[int, list[PlannedCheck]] = defaultdict(list)
+            for p in to_run:
+                by_item[id(p.integration)].append(p)
+            pending: list[ResultWrite] = []
+            chunks: asyncio.Queue[list[ResultWrite] | None] = asyncio.Queue()
+            chunked = _ChunkedWrites()
+
+            def on_result(outcome: CheckOutcome) -> None:
+                nonlocal left
+                left -= 1
+                self._ended(1)
+                integration, result = outcome
+                planned = by_item[id(integration)].pop(0)  # outcomes arrive in completion order
+                before = previous.get(integration.integration_id)
+                pending.append(
+                    self._write_for(
+                        planned, integration, result, before, drift[id(planned)], worker
+                    )
+                )
+                self._count(integration.integration_type, result)
+                if len(pending) >= self.options.write_every:
+                    chunks.put_nowait(pending.copy())
+                    pending.clear()
+
+            writer = asyncio.create_task(self._write_chunks(chunks, chunked, report))
+            try:
+                outcomes = await execute_checks(
+                    [p.integration for p in to_run],
+                    registry=self.registry,
+                    timeout_s=self.registry.settings.timeout_s,
+                    concurrency=self.registry.settings.concurrency,
+                    rules=self.rules,
+                    environ=self.environ,
+                    on_result=on_result,
+                    clock=self.clock,
+                )
+            except BaseException:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+                raise
+            finally:
+                self._ended(left)  # those that never ended (cancelled, or the run failed)
+                left = 0
+            if pending:
+                chunks.put_nowait(pending)
+            chunks.put_nowait(None)
+            await writer  # a refusal other than an outage is raised here, after the batch
+            report.ran += len(outcomes)
+            report.outcomes.extend(outcomes)
+            if chunked.outage is not None:
+                if not buffer_on_outage:
+                    raise chunked.outage
+                self._keep(chunked.unwritten, chunked.outage)
+                report.buffered += len(chunked.unwritten)
+                return  # the rate-limit switch reads the store: it waits for the next results
+            if chunked.not_done:
+                log.info(
+                    "%d result(s) not written: their slot was completed by another worker",
+                    chunked.not_done,
+                )
+            await self._rate_limit_switches(outcomes, at)
+        finally:
+            self._ended(left)  # a batch that failed before its checks ran
+
+    def _ended(self, count: int) -> None:
+        """``count`` checks of a batch have ended (or will not run)."""
+        if count:
+            self._in_flight -= count
+            if self._in_flight < self._pipeline_limit():
+                self._room.set()
+
+    def _pipeline_limit(self) -> int:
+        """:meth:`run` plans the next pass once fewer checks than this are in flight: the
+        lanes' worth plus half a batch of checks waiting for a lane, which covers a pass's
+        planning time (so the lanes do not run dry at a batch's tail, or wait behind a check
+        that hangs until its deadline)."""
+        return self.registry.settings.concurrency + self.options.batch_size // 2
 
     async def _write_chunks(
         self,
@@ -792,31 +858,88 @@ class Scheduler:
     # -- the loop -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run passes until ``stop`` is set; the pass in progress finishes and is written."""
+        """Run passes until ``stop`` is set; the passes in progress finish and are written.
+
+        Passes overlap: once a pass has claimed its checks, they run in the background and
+        the next pass plans as soon as fewer than :meth:`_pipeline_limit` checks are in
+        flight — at the running batch's tail, or while a few of its checks wait for their
+        deadline (a hung host), instead of after its last check. Checks in flight stay
+        within the registry's concurrency; a pass planned while others run leaves out the
+        slots this scheduler holds (:meth:`plan`'s ``hide_own_claims``), so no check runs
+        twice. Planning, claiming and the buffer's flush happen one pass at a time.
+        """
         wait_s = self.options.tick_s
+        running: set[asyncio.Task[None]] = set()
         async with self.registry:
-            while not stop.is_set():
-                report: PassReport | None = None
-                try:
-                    report = await self.run_pass(buffer_on_outage=True)
-                    self.last_error = None
-                except asyncio.CancelledError:
-                    raise
-                except StoreUnavailable as exc:  # logged once per outage by _store_down
-                    self._store_down(exc)
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                except Exception as exc:  # noqa: BLE001 - the loop must survive a bad pass
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.error("scheduler pass failed: %s", self.last_error)
-                if report is not None and not report.buffered:
-                    wait_s = self.options.tick_s
-                    if report.ran >= self.options.batch_size:
-                        continue  # more is due right now
-                elif self._unavailable_since is not None:  # back off while the store is down
-                    wait_s = min(wait_s * 2, self.options.outage_backoff_max_s)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=wait_s)
+            try:
+                while not stop.is_set():
+                    await self._wait_for_room(stop)
+                    if stop.is_set():
+                        break
+                    started = None
+                    try:
+                        started = await self._start_pass(
+                            self.clock(), hide_own_claims=bool(running)
+                        )
+                        self.last_error = None
+                    except asyncio.CancelledError:
+                        raise
+                    except StoreUnavailable as exc:  # logged once per outage by _store_down
+                        self._store_down(exc)
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                    except Exception as exc:  # noqa: BLE001 - the loop must survive a bad pass
+                        self.last_error = f"{type(exc).__name__}: {exc}"
+                        log.error("scheduler pass failed: %s", self.last_error)
+                    if started is not None:
+                        # in flight from now: the next pass waits for room before the task runs
+                        self._in_flight += len(started[1])
+                        task = asyncio.create_task(self._complete_in_background(*started))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                        wait_s = self.options.tick_s
+                        if len(started[1]) >= self.options.batch_size:
+                            continue  # a full batch: more is due right now
+                    elif self._unavailable_since is not None:  # back off while it is down
+                        wait_s = min(wait_s * 2, self.options.outage_backoff_max_s)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=wait_s)
+            except BaseException:
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                self._in_flight = 0  # every pass has ended (one cancelled before it began too)
+                raise
+            await asyncio.gather(*running, return_exceptions=True)
             await self._flush_before_exit()
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        """Wait until fewer checks than :meth:`_pipeline_limit` are in flight, or ``stop``."""
+        while self._in_flight >= self._pipeline_limit() and not stop.is_set():
+            self._room.clear()
+            room = asyncio.ensure_future(self._room.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({room, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                room.cancel()
+                stopped.cancel()
+
+    async def _complete_in_background(
+        self,
+        report: PassReport,
+        held: list[PlannedCheck],
+        previous: Mapping[UUID, IntegrationState | None],
+    ) -> None:
+        try:
+            await self._complete_pass(report, held, previous, buffer_on_outage=True, counted=True)
+        except asyncio.CancelledError:
+            raise
+        except StoreUnavailable as exc:  # logged once per outage by _store_down
+            self._store_down(exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the loop must survive a bad pass
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("scheduler pass failed: %s", self.last_error)
 
     async def _flush_before_exit(self) -> None:
         if not self._buffer:
