@@ -271,7 +271,8 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
     jobs = args.worker_jobs or default_jobs(args.concurrency)
     try:
         timed = _TimedStore(store)
-        set_runtime(make_runtime(timed, registry, SchedulerOptions(batch_size=args.batch)))
+        runtime = make_runtime(timed, registry, SchedulerOptions(batch_size=args.batch))
+        set_runtime(runtime)
         app = build_app(args.db, tick_s=1)
         watch = await psycopg.AsyncConnection.connect(args.db, autocommit=True)
         _freeze()
@@ -300,6 +301,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
             elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+            await runtime.drain()
         cursor = await watch.execute(
             "select count(*) filter (where status = 'healthy'), count(*) "
             "from public.integration_health_status"

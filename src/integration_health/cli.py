@@ -757,7 +757,8 @@ def worker(
             applied = await ensure_procrastinate_schema(url)
             if applied:
                 err.print("applied the task queue schema (procrastinate) to the database")
-            set_runtime(make_runtime(store, registry, SchedulerOptions(lease_s=lease)))
+            runtime = make_runtime(store, registry, SchedulerOptions(lease_s=lease))
+            set_runtime(runtime)
             app = build_app(url, tick_s=tick)
             try:
                 async with app.open_async():
@@ -768,6 +769,8 @@ def worker(
                     )
                     _freeze_startup_heap()
                     await app.run_worker_async(queues=[QUEUE], concurrency=jobs)
+                    # batches whose job ended first finish here (bounded by the deadline)
+                    await runtime.drain()
             finally:
                 set_runtime(None)
         err.print("worker stopped")

@@ -42,6 +42,7 @@ from integration_health.scheduling.distributed import (
     queue_depth,
     queue_limit,
     run_batch,
+    run_batch_job,
     set_runtime,
 )
 from integration_health.scheduling.planner import PlannedCheck
@@ -168,6 +169,91 @@ async def test_a_batch_run_where_it_was_planned_uses_the_planned_integrations(
     assert deleted not in statuses
     assert statuses[edited] is HealthStatus.HEALTHY  # as planned
     assert statuses[other_edited] is HealthStatus.UNREACHABLE  # as read by the other process
+
+
+async def test_a_job_ends_before_a_hung_check_and_the_batch_is_still_written(
+    pg_store: PostgresStore,
+) -> None:
+    """A batch with a hung host gives its job slot back once the process has lanes to spare;
+    the hung check ends at its deadline in the background and the whole batch is written,
+    each slot once. drain() waits for it."""
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=1.0, concurrency=100))
+    org = uuid.uuid4()
+    items = [
+        FakeConfig(
+            integration_id=uuid.uuid4(),
+            org_id=org,
+            name=f"f{i}",
+            outcome="hang" if i == 7 else "healthy",
+        )
+        for i in range(50)
+    ]
+    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    runtime = make_runtime(pg_store, registry, SchedulerOptions(lease_s=60))
+    set_runtime(runtime)
+    deferred: list[dict[str, Any]] = []
+
+    async def defer(*jobs: dict[str, Any]) -> None:
+        deferred.extend(jobs)
+
+    try:
+        async with registry:
+            await plan_and_defer(defer, at=utcnow())
+            started = time.monotonic()
+            assert await run_batch_job(**deferred[0]) is None  # went on in the background
+            assert time.monotonic() - started < 0.8  # before the 1 s deadline
+            assert len(runtime.background) == 1
+            assert runtime.scheduler.in_flight == 1  # the hung check
+            await runtime.drain()
+            assert time.monotonic() - started >= 1.0
+            assert not runtime.background and runtime.scheduler.in_flight == 0
+    finally:
+        set_runtime(None)
+    assert len(check.calls) == 50
+    statuses = {s.integration_id: s.status for s in await pg_store.list_statuses()}
+    assert statuses[items[7].integration_id] is HealthStatus.UNREACHABLE
+    assert sum(status is HealthStatus.HEALTHY for status in statuses.values()) == 49
+    for item in items:
+        assert len(await pg_store.list_history(item.integration_id)) == 1
+
+
+async def test_a_job_keeps_its_slot_while_the_process_is_at_capacity(
+    pg_store: PostgresStore,
+) -> None:
+    """With every lane busy a job waits for its batch (no more batches are taken than the
+    process can run): it ends only once fewer checks than the concurrency are in flight."""
+    registry, check, _ = fake_registry(settings=Settings(timeout_s=5.0, concurrency=10))
+    org = uuid.uuid4()
+    items = [
+        FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}", delay_s=0.1)
+        for i in range(50)
+    ]
+    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    runtime = make_runtime(pg_store, registry, SchedulerOptions(lease_s=60))
+    set_runtime(runtime)
+    deferred: list[dict[str, Any]] = []
+
+    async def defer(*jobs: dict[str, Any]) -> None:
+        deferred.extend(jobs)
+
+    try:
+        async with registry:
+            await plan_and_defer(defer, at=utcnow())
+            started = time.monotonic()
+            report = await run_batch_job(**deferred[0])
+            elapsed = time.monotonic() - started
+            in_flight = runtime.scheduler.in_flight
+            await runtime.drain()
+    finally:
+        set_runtime(None)
+    # 50 checks of 0.1 s in 10 lanes: the job held on until at most 9 were left (≥ 0.4 s)
+    assert in_flight < 10
+    assert elapsed >= 0.4, f"the job ended after {elapsed:.2f} s with all lanes busy"
+    if report is not None:  # it may also have lasted to the end of the batch
+        assert report.written == 50
+    assert len(check.calls) == 50
+    for item in items:
+        assert len(await pg_store.list_history(item.integration_id)) == 1
 
 
 def test_planned_integrations_are_forgotten_after_a_while() -> None:

@@ -90,6 +90,30 @@ class WorkerRuntime:
     the same process takes them from here instead of reading them again, see
     :func:`run_batch`. Entries leave when their batch runs, or after :data:`PLANNED_FOR_S`."""
 
+    background: set[asyncio.Task[PassReport]] = field(default_factory=set)
+    """Batches whose job ended before their last checks did (:func:`run_batch_job`)."""
+
+    def detach(self, task: asyncio.Task[PassReport]) -> None:
+        """Let ``task`` (a batch) finish in the background; :meth:`drain` waits for it."""
+        self.background.add(task)
+        task.add_done_callback(self._detached_done)
+
+    def _detached_done(self, task: asyncio.Task[PassReport]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error(
+                "a batch failed after its job had ended: %s: %s (its checks run again once "
+                "their claims' lease runs out)",
+                type(exc).__name__,
+                exc,
+            )
+
+    async def drain(self) -> None:
+        """Wait for the batches finishing in the background (each bounded by the check
+        deadline); a stopping worker calls this after its last job."""
+        while self.background:
+            await asyncio.gather(*list(self.background), return_exceptions=True)
+
     def remember(self, held: list[PlannedCheck], now: float) -> None:
         """Keep the integrations of queued checks; forget those queued too long ago."""
         planned = self.planned
@@ -378,11 +402,16 @@ async def _planned(
 
 
 async def run_batch(
-    batch_key: str, checks: str = "", items: list[dict[str, Any]] | None = None
+    batch_key: str,
+    checks: str = "",
+    items: list[dict[str, Any]] | None = None,
+    *,
+    executing: asyncio.Event | None = None,
 ) -> PassReport:
     """Run one batch of claimed checks and write the results (see the module docstring).
 
     ``checks`` is :func:`encode_checks`'s string; ``items`` the older form of the same.
+    ``executing`` is set once the checks count as in flight (``Scheduler.in_flight``).
     """
     runtime = _rt()
     scheduler = runtime.scheduler
@@ -417,8 +446,52 @@ async def run_batch(
             len(planned) - len(held),
             len(planned),
         )
+    if executing is not None:
+        executing.set()  # the waiter runs after execute() has counted the checks in flight
     await scheduler.execute(held, previous, worker=batch_key, at=at, report=report)
     return report
+
+
+async def run_batch_job(
+    batch_key: str, checks: str = "", items: list[dict[str, Any]] | None = None
+) -> PassReport | None:
+    """What a ``run_batch`` job does: :func:`run_batch`, but the job ends as soon as this
+    process has lanes to spare (fewer checks in flight than the concurrency setting) while
+    the batch's last checks still run; they finish and are written in the background.
+
+    Without this a job holds one of the worker's job slots until its slowest check ends: a
+    batch with one hung host holds it for the whole deadline, and with a few such batches
+    every slot waits while the lanes idle. A process at capacity keeps its jobs (no more
+    batches are taken than it can run). Returns the report if the batch ended within the
+    job (``None``: it went on in the background). A worker killed meanwhile loses nothing:
+    the slots are claimed, not done, and are planned again after the lease.
+    """
+    runtime = _rt()
+    scheduler = runtime.scheduler
+    limit = runtime.registry.settings.concurrency
+    executing = asyncio.Event()
+    task = asyncio.create_task(run_batch(batch_key, checks, items, executing=executing))
+    try:
+        await _first(task, executing.wait())
+        while not task.done():
+            if scheduler.in_flight < limit:
+                runtime.detach(task)
+                return None
+            await _first(task, scheduler.progress())
+    except asyncio.CancelledError:  # the worker is stopping: finish the batch regardless
+        if not task.done():
+            runtime.detach(task)
+        raise
+    return task.result()
+
+
+async def _first(task: asyncio.Task[Any], other: Awaitable[Any]) -> None:
+    """Wait until ``task`` is done or ``other`` completes (``other`` is then dropped)."""
+    waiter = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 def build_app(database_url: str, *, tick_s: int = 5) -> Any:
@@ -441,8 +514,9 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
     async def run_batch_task(
         batch_key: str, checks: str = "", items: list[dict[str, Any]] | None = None
     ) -> None:
-        report = await run_batch(batch_key, checks, items)
-        log.debug("batch %s: %d run, %d written", batch_key, report.ran, report.written)
+        report = await run_batch_job(batch_key, checks, items)
+        if report is not None:
+            log.debug("batch %s: %d run, %d written", batch_key, report.ran, report.written)
 
     @app.periodic(cron=f"* * * * * */{tick_s}", periodic_id="plan")
     @app.task(

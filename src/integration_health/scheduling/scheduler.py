@@ -270,6 +270,8 @@ class Scheduler:
         """Checks being executed (claimed, started or waiting for a lane, no result yet)."""
         self._room = asyncio.Event()
         """Set when :attr:`_in_flight` falls below :meth:`_pipeline_limit`."""
+        self._progress = asyncio.Event()
+        """Set whenever checks in flight end (:meth:`progress`)."""
         self._finishing = asyncio.Lock()
         """Overlapping passes (:meth:`run`) run their after-pass hooks one at a time."""
 
@@ -726,8 +728,20 @@ class Scheduler:
         """``count`` checks of a batch have ended (or will not run)."""
         if count:
             self._in_flight -= count
+            self._progress.set()
             if self._in_flight < self._pipeline_limit():
                 self._room.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Checks of this scheduler's batches that have not ended yet (running, or waiting
+        for one of the registry's slots)."""
+        return self._in_flight
+
+    async def progress(self) -> None:
+        """Wait until one or more checks in flight end."""
+        self._progress.clear()
+        await self._progress.wait()
 
     def _pipeline_limit(self) -> int:
         """:meth:`run` plans the next pass once fewer checks than this are in flight: the
