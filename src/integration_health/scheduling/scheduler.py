@@ -13,8 +13,9 @@ One pass (:meth:`Scheduler.run_pass`):
    chunk once the batch has finished;
 6. pause a type whose vendor keeps rate-limiting us; lift pauses that ended.
 
-:meth:`Scheduler.run` repeats passes until asked to stop; stopping lets the running pass end
-(bounded by the check deadline), writes what finished and returns.
+:meth:`Scheduler.run` repeats passes until asked to stop, overlapping them: the next pass plans
+while the previous one's last checks still run (see :meth:`Scheduler.run`); stopping lets the
+running passes end (bounded by the check deadline), writes what finished and returns.
 
 Store outages (:class:`~integration_health.errors.StoreUnavailable`): inside :meth:`run`, results
 that cannot be written are kept in a bounded in-memory buffer (``buffer_limit``, oldest dropped
