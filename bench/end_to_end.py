@@ -13,11 +13,12 @@ end. Variants, each in fresh Python processes, alternated over ``--rounds``:
   ``execute_checks(…)`` — the runner's core, which the scheduler itself calls — checks them
   all at ``--concurrency``, without any store: the ceiling;
 - ``scheduler+pg``: one in-process ``Scheduler(PostgresStore, registry,
-  options=SchedulerOptions(batch_size=--batch))`` runs ``run_pass()`` back to back until
-  nothing is due: per pass, list the due checks, plan, warm up, claim the slots, run the
+  options=SchedulerOptions(batch_size=--batch, tick_s=0.02))`` runs ``Scheduler.run`` (the
+  loop of ``integration-health scheduler``, passes overlapping) until a pass finds nothing
+  left to plan: per pass, list the due checks, plan, warm up, claim the slots, run the
   checks (``Settings.concurrency`` = ``--concurrency``), write the status and history rows
-  completing each slot in the same transaction; the time is from the first pass to the last
-  write;
+  completing each slot in the same transaction; the time is from the start of the loop to
+  its end (every pass written);
 - ``scheduler+pg×P`` (``--processes P`` > 1): P such schedulers in P processes on the same
   database, started together; throughput = all results written / (last end − first start);
 - ``worker+pg`` (``--worker``): one distributed worker (``integration-health worker``'s
@@ -27,6 +28,9 @@ end. Variants, each in fresh Python processes, alternated over ``--rounds``:
   every slot done (it polls the count every 50 ms); the time includes waiting for the first
   tick (≤ 1 s). With
   ``--processes P`` too, ``worker+pg×P``: P such workers on the same database.
+
+``--hung F`` points every 1/F-th integration at a ``hang`` server (accepts, never answers),
+so those checks end at the deadline (``--timeout``, default the Settings' 10 s).
 
 Both kinds of child run ``gc.collect(); gc.freeze()`` after set-up, as ``integration-health
 scheduler`` does. After each scheduler run the script counts, with SQL, the status rows,
