@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -29,6 +29,7 @@ from integration_health.scheduling.distributed import (
     PLANNED_FOR_S,
     QUEUE,
     FeedPace,
+    WorkerRuntime,
     build_app,
     decode_checks,
     default_jobs,
@@ -171,36 +172,45 @@ async def test_a_batch_run_where_it_was_planned_uses_the_planned_integrations(
     assert statuses[other_edited] is HealthStatus.UNREACHABLE  # as read by the other process
 
 
-async def test_a_job_ends_before_a_hung_check_and_the_batch_is_still_written(
-    pg_store: PostgresStore,
-) -> None:
-    """A batch with a hung host gives its job slot back once the process has lanes to spare;
-    the hung check ends at its deadline in the background and the whole batch is written,
-    each slot once. drain() waits for it."""
-    registry, check, _ = fake_registry(settings=Settings(timeout_s=1.0, concurrency=100))
+async def _one_batch(
+    store: PostgresStore, settings: Settings, fields: Callable[[int], dict[str, Any]]
+) -> tuple[CheckRegistry, FakeCheck, WorkerRuntime, list[FakeConfig], dict[str, Any]]:
+    """50 fake integrations (``fields(i)`` each), the worker runtime installed, and the one
+    planned, claimed batch job that holds them all."""
+    registry, check, _ = fake_registry(settings=settings)
     org = uuid.uuid4()
     items = [
-        FakeConfig(
-            integration_id=uuid.uuid4(),
-            org_id=org,
-            name=f"f{i}",
-            outcome="hang" if i == 7 else "healthy",
-        )
+        FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}", **fields(i))
         for i in range(50)
     ]
-    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
-    runtime = make_runtime(pg_store, registry, SchedulerOptions(lease_s=60))
+    await store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    runtime = make_runtime(store, registry, SchedulerOptions(lease_s=60))
     set_runtime(runtime)
     deferred: list[dict[str, Any]] = []
 
     async def defer(*jobs: dict[str, Any]) -> None:
         deferred.extend(jobs)
 
+    await plan_and_defer(defer, at=utcnow())
+    assert len(deferred) == 1
+    return registry, check, runtime, items, deferred[0]
+
+
+async def test_a_job_ends_before_a_hung_check_and_the_batch_is_still_written(
+    pg_store: PostgresStore,
+) -> None:
+    """A batch with a hung host gives its job slot back once the process has lanes to spare;
+    the hung check ends at its deadline in the background and the whole batch is written,
+    each slot once. drain() waits for it."""
+    registry, check, runtime, items, job = await _one_batch(
+        pg_store,
+        Settings(timeout_s=1.0, concurrency=100),
+        lambda i: {"outcome": "hang" if i == 7 else "healthy"},
+    )
     try:
         async with registry:
-            await plan_and_defer(defer, at=utcnow())
             started = time.monotonic()
-            assert await run_batch_job(**deferred[0]) is None  # went on in the background
+            assert await run_batch_job(**job) is None  # went on in the background
             assert time.monotonic() - started < 0.8  # before the 1 s deadline
             assert len(runtime.background) == 1
             assert runtime.scheduler.in_flight == 1  # the hung check
@@ -222,25 +232,13 @@ async def test_a_job_keeps_its_slot_while_the_process_is_at_capacity(
 ) -> None:
     """With every lane busy a job waits for its batch (no more batches are taken than the
     process can run): it ends only once fewer checks than the concurrency are in flight."""
-    registry, check, _ = fake_registry(settings=Settings(timeout_s=5.0, concurrency=10))
-    org = uuid.uuid4()
-    items = [
-        FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}", delay_s=0.1)
-        for i in range(50)
-    ]
-    await pg_store.import_definitions([Organization(org, "Org")], [], to_records(items))
-    runtime = make_runtime(pg_store, registry, SchedulerOptions(lease_s=60))
-    set_runtime(runtime)
-    deferred: list[dict[str, Any]] = []
-
-    async def defer(*jobs: dict[str, Any]) -> None:
-        deferred.extend(jobs)
-
+    registry, check, runtime, items, job = await _one_batch(
+        pg_store, Settings(timeout_s=5.0, concurrency=10), lambda i: {"delay_s": 0.1}
+    )
     try:
         async with registry:
-            await plan_and_defer(defer, at=utcnow())
             started = time.monotonic()
-            report = await run_batch_job(**deferred[0])
+            report = await run_batch_job(**job)
             elapsed = time.monotonic() - started
             in_flight = runtime.scheduler.in_flight
             await runtime.drain()

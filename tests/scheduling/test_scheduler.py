@@ -229,6 +229,27 @@ async def test_budget_spreads_checks_over_minutes(
     assert ran == [4, 0, 4, 2]
 
 
+async def test_overlapping_passes_hold_the_budget(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Scheduler.run plans the next pass before the last one's checks start (the batch fills
+    less than the pipeline's room): claimed checks count against the budget at once, so
+    back-to-back passes in one minute still start only the budget's worth."""
+    registry, check = fakes
+    await seed(store, 40, delay_s=0.05)
+    scheduler = Scheduler(
+        store,
+        registry,
+        options=SchedulerOptions(batch_size=4, tick_s=30, budgets_per_minute={"fake": 4}),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(scheduler.run(stop))
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert len(check.calls) == 4
+
+
 async def test_failing_integration_backs_off(
     store: Store, fakes: tuple[CheckRegistry, FakeCheck]
 ) -> None:

@@ -254,6 +254,7 @@ async def plan_and_defer(
     await scheduler.warm_up(at)
     key = f"plan:{uuid.uuid4().hex}"
     held = await scheduler.claim(plan.run, worker=key, at=at, report=report)
+    scheduler.note_starts(held, at)  # budgets are counted where they are planned
     jobs = [
         {"batch_key": key, "checks": encode_checks(held[start : start + BATCH_SIZE], previous)}
         for start in range(0, len(held), BATCH_SIZE)

@@ -407,7 +407,17 @@ class Scheduler:
         plan, previous = await self.plan(at, report, hide_own_claims=hide_own_claims)
         await self.warm_up(at)
         held = await self.claim(plan.run, worker=self.worker, at=at, report=report)
+        self.note_starts(held, at)
         return report, held, previous
+
+    def note_starts(self, held: list[PlannedCheck], at: datetime) -> None:
+        """Count claimed checks against their type's budget as started at ``at`` — when they
+        are claimed, not when they run, so that a pass planned while the last one's checks
+        have not started yet (:meth:`run` overlaps passes) sees them spent."""
+        budgeted = self.options.budgets_per_minute
+        for p in held:
+            if p.integration.integration_type in budgeted:  # only budgets read the starts
+                self._starts[p.integration.integration_type].append(at)
 
     async def _complete_pass(
         self,
@@ -655,10 +665,6 @@ class Scheduler:
                 1 for d in drift.values() if d is not None and d > self.options.drift_warning_s
             )
             self._note_cold_starts(to_run)
-            budgeted = self.options.budgets_per_minute
-            for p in to_run:
-                if p.integration.integration_type in budgeted:  # only budgets read the starts
-                    self._starts[p.integration.integration_type].append(at)
             # Results are written in chunks of ``write_every`` while the rest of the batch still
             # runs: one writer task per batch takes the chunks in order, so writes never overlap.
             by_item: dict[int, list[PlannedCheck]] = defaultdict(list)
@@ -897,14 +903,8 @@ class Scheduler:
                             self.clock(), hide_own_claims=bool(running)
                         )
                         self.last_error = None
-                    except asyncio.CancelledError:
-                        raise
-                    except StoreUnavailable as exc:  # logged once per outage by _store_down
-                        self._store_down(exc)
-                        self.last_error = f"{type(exc).__name__}: {exc}"
                     except Exception as exc:  # noqa: BLE001 - the loop must survive a bad pass
-                        self.last_error = f"{type(exc).__name__}: {exc}"
-                        log.error("scheduler pass failed: %s", self.last_error)
+                        self._pass_failed(exc)
                     if started is not None:
                         # in flight from now: the next pass waits for room before the task runs
                         self._in_flight += len(started[1])
@@ -947,13 +947,15 @@ class Scheduler:
     ) -> None:
         try:
             await self._complete_pass(report, held, previous, buffer_on_outage=True, counted=True)
-        except asyncio.CancelledError:
-            raise
-        except StoreUnavailable as exc:  # logged once per outage by _store_down
-            self._store_down(exc)
-            self.last_error = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # noqa: BLE001 - the loop must survive a bad pass
-            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._pass_failed(exc)
+
+    def _pass_failed(self, exc: Exception) -> None:
+        """Note a failed pass (:meth:`run` goes on); an outage is logged once per outage."""
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, StoreUnavailable):
+            self._store_down(exc)
+        else:
             log.error("scheduler pass failed: %s", self.last_error)
 
     async def _flush_before_exit(self) -> None:
