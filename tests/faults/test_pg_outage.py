@@ -23,7 +23,7 @@ import httpx
 import psycopg
 import pytest
 
-from integration_health import Settings
+from integration_health import HealthResult, Settings
 from integration_health.errors import StoreUnavailable
 from integration_health.integrations_file import to_records
 from integration_health.scheduling import Scheduler, SchedulerOptions
@@ -235,6 +235,52 @@ async def test_buffer_keeps_the_newest_results_up_to_its_limit() -> None:
     state = scheduler.buffer_state()
     assert (state.size, state.store_error, state.store_unavailable_since) == (0, None, None)
     assert sorted(await _history_counts(store, items)) == [1, 1, 1, 1, 1]
+
+
+class _GatedStore(FlakyStore):
+    """Its next ``record_results`` waits for ``gate`` (a flush in progress, held open)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+        self.waiting = asyncio.Event()
+
+    async def record_results(self, writes: Sequence[ResultWrite]) -> int:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            self.waiting.set()
+            await gate.wait()
+        return await super().record_results(writes)
+
+
+async def test_results_buffered_while_a_flush_writes_are_not_lost() -> None:
+    """Overlapping passes: one flushes the buffer while another buffers more and the buffer
+    is full. The results being written are out of the buffer meanwhile, so the limit drops
+    none of them, and every result lands once."""
+    store = _GatedStore()
+    registry, _check, _ = fake_registry(settings=Settings(timeout_s=2))
+    items = await _seed(store, 5)
+    scheduler = Scheduler(store, registry, options=SchedulerOptions(buffer_limit=3))
+    writes = [
+        ResultWrite(
+            org_id=i.org_id,
+            integration_id=i.integration_id,
+            integration_type=i.integration_type,
+            result=HealthResult.healthy(5),
+            next_check_at=None,
+        )
+        for i in items
+    ]
+    down = StoreUnavailable("PostgreSQL at postgresql://db/x is unavailable: refused")
+    scheduler._keep(writes[:3], down)  # the buffer is full
+    store.gate = gate = asyncio.Event()
+    flush = asyncio.create_task(scheduler.flush_buffer())
+    await store.waiting.wait()  # the flush is writing the three
+    scheduler._keep(writes[3:], down)  # another pass's results arrive meanwhile
+    assert scheduler.buffer_state().dropped == 0
+    gate.set()
+    assert await flush == 5
+    assert await _history_counts(store, items) == [1, 1, 1, 1, 1]
 
 
 @pytest.mark.parametrize(

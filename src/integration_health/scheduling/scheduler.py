@@ -345,17 +345,26 @@ class Scheduler:
         """
         written = 0
         while self._buffer:
-            batch = [w for _, w in itertools.islice(self._buffer, self.options.batch_size)]
+            # Taken out while they are written: a pass running meanwhile (:meth:`run` overlaps
+            # them) may buffer more and drop the oldest, which must not be these.
+            taken = [
+                self._buffer.popleft()
+                for _ in range(min(self.options.batch_size, len(self._buffer)))
+            ]
+            BUFFERED_RESULTS.set(len(self._buffer))
+            batch = [w for _, w in taken]
             try:
-                written += await self.store.record_results(batch)
+                try:
+                    written += await self.store.record_results(batch)
+                except StoreUnavailable:
+                    raise
+                except StoreError as exc:
+                    written += await self._write_one_by_one(batch, exc)
             except StoreUnavailable as exc:
+                self._buffer.extendleft(reversed(taken))  # first again, oldest first
+                BUFFERED_RESULTS.set(len(self._buffer))
                 self._store_down(exc)
                 raise
-            except StoreError as exc:
-                written += await self._write_one_by_one(batch, exc)
-            for _ in batch:
-                self._buffer.popleft()
-            BUFFERED_RESULTS.set(len(self._buffer))
         return written
 
     async def _write_one_by_one(self, batch: list[ResultWrite], exc: StoreError) -> int:
