@@ -8,8 +8,10 @@ on, as in a store that has been running for a day).
 
 Then a real :class:`~integration_health.scheduling.scheduler.Scheduler` runs ``--slots``
 slots with a controllable clock: the clock is set to ``T0 + slot × 15 min`` and passes are run
-(``Scheduler.run_pass``, as ``Scheduler.run`` does: again at once while a full batch ran)
-until nothing is due; every integration comes due once per slot (interval 900 s). The checks
+until nothing is due — ``--loop passes`` (default): ``Scheduler.run_pass`` again at once while
+a full batch ran; ``--loop run``: ``Scheduler.run``, the loop of ``integration-health
+scheduler``, whose passes overlap, stopped once a pass finds nothing left to plan. Every
+integration comes due once per slot (interval 900 s). The checks
 are real HEAD requests to a local fake server in its own process (``raw``, real sockets).
 
 After each slot (outside the timing, after ``gc.collect()``): checks run, passes, seconds,
@@ -47,7 +49,7 @@ from _servers import ServerProcess, markdown_table, raise_fd_limit
 from integration_health import Settings, default_registry
 from integration_health.adapters.http import HttpConfig
 from integration_health.integrations_file import to_records
-from integration_health.scheduling.scheduler import Scheduler, SchedulerOptions
+from integration_health.scheduling.scheduler import PassReport, Scheduler, SchedulerOptions
 from integration_health.store.base import Organization
 from integration_health.store.sqlite import ts
 
@@ -269,30 +271,45 @@ async def soak(args: argparse.Namespace, base_url: str, box: SoakStore) -> list[
     scheduler = Scheduler(
         store,
         registry,
-        options=SchedulerOptions(batch_size=args.batch_size),
+        # --loop run: a short tick, so a slot ends soon after its last partial pass
+        options=SchedulerOptions(
+            batch_size=args.batch_size, tick_s=0.02 if args.loop == "run" else 5.0
+        ),
         clock=clock,
         worker="soak",
     )
     rows: list[dict[str, Any]] = []
+    ran = passes = written = 0
+    outcomes: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    async def count(report: PassReport) -> None:
+        nonlocal ran, passes, written
+        passes += 1
+        ran += report.ran
+        written += report.written
+        for o in report.outcomes:
+            key = o.result.status.value
+            outcomes[key] = outcomes.get(key, 0) + 1
+        report.outcomes.clear()
+        if report.due == 0:  # --loop run: nothing left to plan (running passes finish)
+            stop.set()
+
+    scheduler.after_pass.append(count)
     try:
         async with registry:
             for slot in range(1, args.slots + 1):
                 clock.now = T0 + SLOT * (slot - 1)
                 ran = passes = written = 0
-                outcomes: dict[str, int] = {}
+                outcomes.clear()
                 started = time.monotonic()
-                while True:
-                    report = await scheduler.run_pass(clock.now)
-                    passes += 1
-                    ran += report.ran
-                    written += report.written
-                    for o in report.outcomes:
-                        key = o.result.status.value
-                        outcomes[key] = outcomes.get(key, 0) + 1
-                    if report.ran < args.batch_size:
-                        break
+                if args.loop == "run":
+                    stop.clear()
+                    await scheduler.run(stop)
+                else:
+                    while (await scheduler.run_pass(clock.now)).ran >= args.batch_size:
+                        pass
                 elapsed = time.monotonic() - started
-                del report
                 gc.collect()
                 history, runs = await box.counts()
                 row = {
@@ -452,6 +469,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--concurrency", type=int, default=100, help="checks in flight (default: 100)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("passes", "run"),
+        default="passes",
+        help="run_pass back to back (default), or Scheduler.run (overlapping passes)",
     )
     parser.add_argument(
         "--prefill-history",
