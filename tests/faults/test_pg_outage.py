@@ -283,6 +283,30 @@ async def test_results_buffered_while_a_flush_writes_are_not_lost() -> None:
     assert await _history_counts(store, items) == [1, 1, 1, 1, 1]
 
 
+async def test_a_cancelled_flush_keeps_its_batch_buffered() -> None:
+    """A flush cancelled while it writes (the scheduler stopped) puts its batch back."""
+    store = _GatedStore()
+    registry, _check, _ = fake_registry(settings=Settings(timeout_s=2))
+    items = await _seed(store, 3)
+    scheduler = Scheduler(store, registry)
+    scheduler._keep(
+        [
+            ResultWrite(i.org_id, i.integration_id, i.integration_type, HealthResult.healthy(5))
+            for i in items
+        ],
+        StoreUnavailable("PostgreSQL at postgresql://db/x is unavailable: refused"),
+    )
+    store.gate = asyncio.Event()
+    flush = asyncio.create_task(scheduler.flush_buffer())
+    await store.waiting.wait()
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    assert scheduler.buffer_state().size == 3
+    assert await scheduler.flush_buffer() == 3
+    assert await _history_counts(store, items) == [1, 1, 1]
+
+
 @pytest.mark.parametrize(
     "kind", ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )

@@ -353,6 +353,7 @@ class Scheduler:
             ]
             BUFFERED_RESULTS.set(len(self._buffer))
             batch = [w for _, w in taken]
+            landed = False
             try:
                 try:
                     written += await self.store.record_results(batch)
@@ -360,11 +361,14 @@ class Scheduler:
                     raise
                 except StoreError as exc:
                     written += await self._write_one_by_one(batch, exc)
+                landed = True
             except StoreUnavailable as exc:
-                self._buffer.extendleft(reversed(taken))  # first again, oldest first
-                BUFFERED_RESULTS.set(len(self._buffer))
                 self._store_down(exc)
                 raise
+            finally:
+                if not landed:  # refused for now, or cancelled: first again, oldest first
+                    self._buffer.extendleft(reversed(taken))
+                    BUFFERED_RESULTS.set(len(self._buffer))
         return written
 
     async def _write_one_by_one(self, batch: list[ResultWrite], exc: StoreError) -> int:
