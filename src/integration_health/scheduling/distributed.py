@@ -46,7 +46,7 @@ from ..model import HealthStatus, utcnow
 from ..policy import IntegrationState
 from ..store.base import Store
 from .planner import Integration, PlannedCheck
-from .scheduler import PassReport, Scheduler, SchedulerOptions
+from .scheduler import PassReport, Scheduler, SchedulerOptions, first_of
 
 __all__ = ["QUEUE", "WorkerRuntime", "build_app", "default_jobs", "ensure_procrastinate_schema"]
 
@@ -473,26 +473,17 @@ async def run_batch_job(
     executing = asyncio.Event()
     task = asyncio.create_task(run_batch(batch_key, checks, items, executing=executing))
     try:
-        await _first(task, executing.wait())
+        await first_of(task, executing.wait())
         while not task.done():
             if scheduler.in_flight < limit:
                 runtime.detach(task)
                 return None
-            await _first(task, scheduler.progress())
+            await first_of(task, scheduler.progress())
     except asyncio.CancelledError:  # the worker is stopping: finish the batch regardless
         if not task.done():
             runtime.detach(task)
         raise
     return task.result()
-
-
-async def _first(task: asyncio.Task[Any], other: Awaitable[Any]) -> None:
-    """Wait until ``task`` is done or ``other`` completes (``other`` is then dropped)."""
-    waiter = asyncio.ensure_future(other)
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
 
 
 def build_app(database_url: str, *, tick_s: int = 5) -> Any:

@@ -113,6 +113,18 @@ def state_of(record: StatusRecord | None) -> IntegrationState | None:
     )
 
 
+async def first_of(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of ``waits`` completes. Coroutines are wrapped and cancelled once
+    one completes; tasks and futures passed in are left to run."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait, future in zip(waits, futures, strict=True):
+            if future is not wait:  # ours: a coroutine we wrapped
+                future.cancel()
+
+
 def default_worker_id() -> str:
     """``host:pid:random`` — unique per process, readable in logs."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -944,13 +956,7 @@ class Scheduler:
         """Wait until fewer checks than :meth:`_pipeline_limit` are in flight, or ``stop``."""
         while self._in_flight >= self._pipeline_limit() and not stop.is_set():
             self._room.clear()
-            room = asyncio.ensure_future(self._room.wait())
-            stopped = asyncio.ensure_future(stop.wait())
-            try:
-                await asyncio.wait({room, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                room.cancel()
-                stopped.cancel()
+            await first_of(self._room.wait(), stop.wait())
 
     async def _complete_in_background(
         self,
