@@ -42,7 +42,7 @@ import psycopg
 from integration_health import HealthResult, HealthStatus
 from integration_health.model import ErrorCode
 from integration_health.store import ResultWrite
-from integration_health.store.postgres import _RECORD_RESULTS, PostgresStore, _batch_params
+from integration_health.store.postgres import PostgresStore, _batch_params
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
 
@@ -231,8 +231,8 @@ async def bench_writes(url: str, results: int, batch: int, rounds: int) -> tuple
         async def via_store_sql(batches: list[list[ResultWrite]]) -> None:
             prepared = [_batch_params(part) for part in batches]
             started = time.perf_counter()
-            for params in prepared:
-                await raw.execute(_RECORD_RESULTS, params)
+            for statement, params in prepared:
+                await raw.execute(statement, params)
             via_store_sql.elapsed = time.perf_counter() - started  # type: ignore[attr-defined]
 
         async def via_unnest(batches: list[list[ResultWrite]]) -> None:

@@ -292,6 +292,11 @@ from unnest(
 where (select count(*) from upserted) >= 0
 """
 
+# The usual batch holds one result per integration: then its history rows are its status rows,
+# and the history insert reads the status arrays (a placeholder used twice is sent once) —
+# 7 arrays fewer to build and send per batch.
+_RECORD_RESULTS_ONE_EACH = _RECORD_RESULTS.replace("%(h_", "%(s_")
+
 
 # A slot is claimed when free, renewed by its holder, or taken over when its claim is older
 # than the lease (its worker died); a slot already done is never claimed again. RETURNING
@@ -353,10 +358,11 @@ _HISTORY_PARAMS = (
 )
 
 
-def _batch_params(writes: Sequence[ResultWrite]) -> dict[str, Any]:
-    """Column arrays for :data:`_RECORD_RESULTS`: every result for the history, the newest
-    per integration for the status (ties: the later in the batch wins, as if applied in
-    order), both sorted by integration_id so lock order is the same for every writer."""
+def _batch_params(writes: Sequence[ResultWrite]) -> tuple[str, dict[str, Any]]:
+    """The statement and its column arrays: :data:`_RECORD_RESULTS` with every result for
+    the history, the newest per integration for the status (ties: the later in the batch
+    wins, as if applied in order), both sorted by integration_id so lock order is the same for
+    every writer; :data:`_RECORD_RESULTS_ONE_EACH` when no integration has two results."""
     # uuid.bytes order is PostgreSQL's uuid order, and compares in C.
     ordered = [
         w
@@ -423,9 +429,11 @@ def _batch_params(writes: Sequence[ResultWrite]) -> dict[str, Any]:
     params: dict[str, Any] = dict(
         zip(_STATUS_PARAMS, map(list, zip(*status, strict=True)), strict=True)
     )
-    params.update(zip(_HISTORY_PARAMS, map(list, zip(*history, strict=True)), strict=True))
     params["broken"] = broken
-    return params
+    if len(history) == len(status):
+        return _RECORD_RESULTS_ONE_EACH, params
+    params.update(zip(_HISTORY_PARAMS, map(list, zip(*history, strict=True)), strict=True))
+    return _RECORD_RESULTS, params
 
 
 # -- rows → records --------------------------------------------------------------------------
@@ -1037,12 +1045,12 @@ class PostgresStore:
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> int:
             if not slotted:  # the usual case: one statement, one round trip, autocommit
-                await conn.execute(_RECORD_RESULTS, _batch_params(writes))
+                await conn.execute(*_batch_params(writes))
                 return len(writes)
             async with conn.transaction():
                 accepted = await _complete_slots(conn, writes, slotted)
                 if accepted:
-                    await conn.execute(_RECORD_RESULTS, _batch_params(accepted))
+                    await conn.execute(*_batch_params(accepted))
                 return len(accepted)
 
         try:
