@@ -1267,8 +1267,11 @@ class PostgresStore:
         }
 
         async def claim(conn: psycopg.AsyncConnection[Any]) -> set[tuple[UUID, datetime]]:
-            rows = await _fetch(conn, _CLAIM_SLOTS, params)
-            return {(r["integration_id"], _utc(r["slot_at"])) for r in rows}
+            cursor = await conn.execute(_CLAIM_SLOTS, params)
+            return {
+                (integration_id, _utc(slot_at))
+                for integration_id, slot_at in await cursor.fetchall()
+            }
 
         got = await self._run(
             claim, missing_reference="a slot belongs to an integration that is not stored"
