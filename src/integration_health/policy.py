@@ -118,7 +118,9 @@ def next_state(
     last_healthy = previous.last_healthy_at if previous else None
     if result.status is HealthStatus.HEALTHY:
         last_healthy = result.checked_at
-    delay = backoff_delay_s(config.check_interval_s, failures, key=str(config.integration_id))
+    delay = float(config.check_interval_s)
+    if failures > 1:  # the key (the id as text) only seeds the jitter of a backoff
+        delay = backoff_delay_s(config.check_interval_s, failures, key=str(config.integration_id))
     retry_after = result.details.get("retry_after_s")
     if isinstance(retry_after, int | float) and not isinstance(retry_after, bool):
         delay = max(delay, float(retry_after))

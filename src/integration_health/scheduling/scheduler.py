@@ -553,7 +553,7 @@ class Scheduler:
         run), so its memory follows the batch size, not the number of integrations.
         """
         cached = self._parsed.get(record.integration_id)
-        if cached is not None and cached[0] == record:
+        if cached is not None and (cached[0] is record or cached[0] == record):
             return cached[1]
         excess = len(self._parsed) + 1 - _PARSED_WINDOWS * _DUE_WINDOW * self.options.batch_size
         if excess > 0:  # dicts keep insertion order: the first keys are the oldest
