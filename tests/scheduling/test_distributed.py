@@ -370,10 +370,21 @@ def test_queue_limit() -> None:
     assert queue_limit(10_000) == MAX_QUEUED
 
 
-async def test_feed_plans_on_while_the_queue_has_room(pg_store: PostgresStore) -> None:
+async def test_feed_plans_on_while_the_queue_has_room(
+    pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One planning tick keeps the queue topped up, moving on past the slots queued batches
-    hold (never planning a check twice), and never queues more than the limit."""
+    hold (never planning a check twice), and never queues more than its target (which follows
+    the measured pace, so it is read, not predicted: it varies with the machine's timing)."""
     registry, check, items = await _worker_runtime(pg_store, 630, lease_s=60)
+    targets: list[int] = []
+    measured = FeedPace.target
+
+    def target(pace: FeedPace, running: int, horizon_s: float) -> int:
+        targets.append(measured(pace, running, horizon_s))
+        return targets[-1]
+
+    monkeypatch.setattr(FeedPace, "target", target)
     waiting: list[dict[str, Any]] = []
     deferred = 0
     most_waiting = 0
@@ -400,7 +411,8 @@ async def test_feed_plans_on_while_the_queue_has_room(pg_store: PostgresStore) -
                 ran.append((await run_batch(**waiting.pop(0))).written)
     finally:
         set_runtime(None)
-    assert most_waiting <= queue_limit(0)
+    assert targets
+    assert most_waiting <= max(targets)
     assert deferred == 13  # 630 checks in batches of 50, each planned once
     assert sum(ran) == 630
     assert len(check.calls) == 630
