@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from .checks import CheckRegistry
-from .config import IntegrationConfigBase
+from .config import MIN_CHECK_INTERVAL_S, IntegrationConfigBase
 from .errors import ConfigError, UnknownIntegration
 from .model import ErrorCode, HealthResult, HealthStatus, utcnow
 from .redaction import Redactor
+from .scheduling.planner import floor_s
 from .store.base import ResultWrite, Store
 
 __all__ = ["classify_sync_error", "record_sync_outcome"]
@@ -78,8 +79,10 @@ async def record_sync_outcome(
     if record is None or record.org_id != org_id:
         raise UnknownIntegration(f"unknown integration {integration_id} in organization {org_id}")
     secrets: set[str] = set()
+    floor = MIN_CHECK_INTERVAL_S
     if registry is not None:
         config = registry.from_record(record)
+        floor = floor_s(config)
         if isinstance(config, IntegrationConfigBase):
             try:
                 _, secrets = config.resolve(environ)
@@ -116,7 +119,13 @@ async def record_sync_outcome(
                 integration_id=integration_id,
                 integration_type=record.integration_type,
                 result=result,
-                next_check_at=None,
+                # An active integration is not probed within its floor of this outcome (the
+                # planner's rule): its next check moves to then at the earliest, so that it
+                # is not listed as due meanwhile — integrations that sync often would fill
+                # the planner's due window and hold up every other check.
+                next_check_at=checked_at + timedelta(seconds=floor)
+                if record.monitoring_mode == "active"
+                else None,
                 source="passive",
             )
         ]

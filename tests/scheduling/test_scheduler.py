@@ -707,3 +707,33 @@ async def test_a_paused_type_filling_the_window_does_not_hold_up_other_types(
         assert report.paused == {"fake": 4}  # those the first window held
         assert (await scheduler.run_pass()).ran == 1  # the third one
         assert (await scheduler.run_pass()).ran == 0  # only paused ones are left
+
+
+async def test_sync_outcomes_of_active_integrations_do_not_hold_up_other_checks(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Active integrations whose sync system reports outcomes every 5 minutes are not probed
+    within the floor of those outcomes — and, however many they are, they do not fill the due
+    window and starve another organisation's checks that are due."""
+    registry, check = fakes
+    busy = await seed(store, 25)  # more than the due window (2 batches of 10)
+    clock = Clock(T0)
+    scheduler = Scheduler(store, registry, clock=clock, options=SchedulerOptions(batch_size=10))
+    async with registry:
+        while (await scheduler.run_pass()).ran:
+            pass
+        [other] = await seed(store, 1)
+        clock.advance(minutes=1)
+        assert (await scheduler.run_pass()).ran == 1  # `other` is due 1 min after the busy ones
+        check.calls.clear()
+        for _ in range(6):  # 30 minutes: `other` is due twice; the busy ones keep syncing
+            clock.advance(minutes=5)
+            for item in busy:
+                await record_sync_outcome(
+                    item.org_id, item.integration_id, ok=True, store=store, at=clock()
+                )
+            while (await scheduler.run_pass()).ran:
+                pass
+    probed = [c.integration_id for c in check.calls]
+    assert probed.count(other.integration_id) == 2
+    assert not set(probed) & {i.integration_id for i in busy}  # each synced within the floor

@@ -410,6 +410,40 @@ async def test_sync_outcome_keeps_next_check_at(store: Store) -> None:
     assert (status.status, status.source) == (HealthStatus.UNREACHABLE, "passive")
 
 
+async def test_sync_outcome_moves_next_check_at_later_never_earlier(store: Store) -> None:
+    """A sync outcome's next_check_at is a bound: a later one moves the stored schedule on,
+    an earlier one leaves it; a probe's result sets it either way; an outcome for an
+    integration never checked sets it."""
+    org, [item, fresh] = await seeded(store, "hook", "fresh")
+
+    def sync(target: IntegrationRecord, minute: int, next_at: datetime) -> ResultWrite:
+        result = HealthResult.healthy(5).model_copy(
+            update={"checked_at": T0 + timedelta(minutes=minute)}
+        )
+        return ResultWrite(
+            org_id=org,
+            integration_id=target.integration_id,
+            integration_type="http",
+            result=result,
+            next_check_at=next_at,
+            source="passive",
+        )
+
+    async def next_of(target: IntegrationRecord) -> datetime | None:
+        statuses = {s.integration_id: s for s in await store.list_statuses(org)}
+        return statuses[target.integration_id].next_check_at
+
+    await store.record_results([write(item, at=T0)])  # next check T0 + 15 min
+    await store.record_results([sync(item, 1, T0 + timedelta(minutes=5))])
+    assert await next_of(item) == T0 + timedelta(minutes=15)
+    await store.record_results([sync(item, 10, T0 + timedelta(minutes=25))])
+    assert await next_of(item) == T0 + timedelta(minutes=25)
+    await store.record_results([write(item, at=T0 + timedelta(minutes=30))])  # a probe: 45 min
+    assert await next_of(item) == T0 + timedelta(minutes=45)
+    await store.record_results([sync(fresh, 2, T0 + timedelta(minutes=17))])
+    assert await next_of(fresh) == T0 + timedelta(minutes=17)
+
+
 async def test_slots_run_once(store: Store) -> None:
     """A slot is claimed once; its result is written once; late or duplicate runs write nothing."""
     org, [item] = await seeded(store)

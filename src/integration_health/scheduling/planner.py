@@ -68,7 +68,9 @@ class Plan:
     """Candidates that are not due yet (floor not reached)."""
 
 
-def _floor_s(item: Integration) -> int:
+def floor_s(item: Integration) -> int:
+    """The fewest seconds between two results of ``item`` before it is probed again: its
+    type's minimum interval (900 s for an integration whose config no longer validates)."""
     if isinstance(item, IntegrationConfigBase):
         return max(type(item).min_check_interval_s, 1)
     return 900
@@ -102,7 +104,7 @@ def plan_checks(
         )
         due_at = slot_at
         if status is not None:
-            due_at = max(due_at, status.checked_at + timedelta(seconds=_floor_s(item)))
+            due_at = max(due_at, status.checked_at + timedelta(seconds=floor_s(item)))
         if due_at > at:
             plan.not_yet += 1
             continue

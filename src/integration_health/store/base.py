@@ -68,7 +68,9 @@ class ResultWrite:
     integration_type: str
     result: HealthResult
     next_check_at: datetime | None = None
-    """When to check next; ``None`` keeps the stored value (sync outcomes)."""
+    """When to check next; ``None`` keeps the stored value. For a sync outcome (``source``
+    ``passive``) it is a bound, not a time: the stored value becomes the later of the two
+    (the outcome never brings a probe forward)."""
     source: str = "active"
     """``active`` (a probe) or ``passive`` (a sync outcome)."""
     slot_at: datetime | None = None

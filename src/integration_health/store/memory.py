@@ -165,8 +165,11 @@ class MemoryStore:
                     )
                 )
             next_check_at = write.next_check_at
-            if next_check_at is None and current is not None:
-                next_check_at = current.next_check_at
+            stored = current.next_check_at if current is not None else None
+            if stored is not None and (
+                next_check_at is None or (write.source == "passive" and next_check_at < stored)
+            ):
+                next_check_at = stored  # kept: none given, or a sync outcome's earlier bound
             failures = 0
             if result.status is HealthStatus.UNREACHABLE:
                 failures = (current.consecutive_failures if current else 0) + 1

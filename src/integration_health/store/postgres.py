@@ -273,7 +273,11 @@ with upserted as (
             else current.consecutive_failures + excluded.consecutive_failures
         end,
         last_healthy_at = coalesce(excluded.last_healthy_at, current.last_healthy_at),
-        next_check_at = coalesce(excluded.next_check_at, current.next_check_at),
+        next_check_at = case
+            when excluded.source = 'passive'
+                then greatest(excluded.next_check_at, current.next_check_at)
+            else coalesce(excluded.next_check_at, current.next_check_at)
+        end,
         details = excluded.details,
         source = excluded.source,
         updated_at = excluded.updated_at

@@ -112,7 +112,12 @@ ON CONFLICT (integration_id) DO UPDATE SET
         THEN integration_health_status.consecutive_failures + 1 ELSE 0 END,
     last_healthy_at = CASE WHEN excluded.status = 'healthy'
         THEN excluded.checked_at ELSE integration_health_status.last_healthy_at END,
-    next_check_at = COALESCE(excluded.next_check_at, integration_health_status.next_check_at),
+    next_check_at = CASE
+        WHEN excluded.source = 'passive'
+            AND excluded.next_check_at < integration_health_status.next_check_at
+        THEN integration_health_status.next_check_at
+        ELSE COALESCE(excluded.next_check_at, integration_health_status.next_check_at)
+    END,
     details = excluded.details,
     source = excluded.source,
     updated_at = excluded.updated_at
