@@ -15,10 +15,11 @@ import pytest
 
 from integration_health import ErrorCode, HealthResult, HealthStatus, Settings
 from integration_health.checks import CheckRegistry
-from integration_health.errors import StoreUnavailable
+from integration_health.errors import StoreError, StoreUnavailable
 from integration_health.integrations_file import to_records
 from integration_health.passive import classify_sync_error, record_sync_outcome
 from integration_health.scheduling import Scheduler, SchedulerOptions
+from integration_health.scheduling import scheduler as scheduler_module
 from integration_health.scheduling.scheduler import PassReport
 from integration_health.store import MemoryStore, Organization, SQLiteStore, Store
 from integration_health.store.base import ResultWrite, TypeMode
@@ -471,6 +472,67 @@ async def test_old_slot_runs_are_pruned_hourly(
     assert await store.prune_runs(T0 + timedelta(hours=1)) == 0
     assert await store.prune_runs(T0 + timedelta(hours=1, minutes=1)) == 3
     assert len(check.calls) == 3 * (2 + 100)
+
+
+async def test_pruning_keeps_up_when_more_runs_age_out_per_hour_than_a_pass_deletes(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs age out faster than one pass's batches delete (here 24 an hour, 10 a pass): the
+    round goes on at the following passes until it has caught up, so at most about an hour's
+    runs past the retention are ever left, and no slot runs twice."""
+    monkeypatch.setattr(scheduler_module, "_PRUNE_BATCH", 5)
+    monkeypatch.setattr(scheduler_module, "_PRUNE_BATCHES", 2)
+    registry, check = fakes
+    await seed(store, 6, check_interval_s=900)
+    counting = CountingPrunes(store)
+    clock = Clock(T0)
+    scheduler = Scheduler(counting, registry, clock=clock)  # type: ignore[arg-type]
+    passes = 0
+    async with registry:
+        for _ in range(4 * 30):  # 30 hours of 15-minute slots
+            await scheduler.run_pass()
+            passes += 1
+            clock.advance(minutes=15)
+    assert len(check.calls) == 6 * passes  # each slot once
+    retention = timedelta(seconds=scheduler.options.runs_retention_s)
+    left = await store.prune_runs(clock() - retention, limit=1_000_000)
+    assert counting.deleted >= 6 * 4 * 4  # the runs of hours 1-4 at least
+    assert left <= 6 * 4  # an hour's runs at most (hourly rounds, caught up each time)
+    assert len(counting.calls) > 30  # rounds went on over several passes
+
+
+class FailingPrunes(CountingPrunes):
+    """``prune_runs`` raises StoreError while ``failing`` is set."""
+
+    failing = True
+
+    async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
+        self.calls.append(before)
+        if self.failing:
+            raise StoreError("the store refused the delete")
+        return await self.inner.prune_runs(before, limit=limit)
+
+
+async def test_a_failed_pruning_round_is_logged_and_tried_again_an_hour_later(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pruning that fails logs a warning; checks go on; the next round starts an hour after
+    the failed one, and succeeds."""
+    registry, check = fakes
+    await seed(store, 2, check_interval_s=900)
+    failing = FailingPrunes(store)
+    clock = Clock(T0)
+    scheduler = Scheduler(failing, registry, clock=clock)  # type: ignore[arg-type]
+    async with registry:
+        with caplog.at_level(logging.WARNING):
+            assert (await scheduler.run_pass()).ran == 2
+        assert "pruning old slot runs failed: the store refused the delete" in caplog.text
+        failing.failing = False
+        for _ in range(4):  # 15, 30, 45, 60 minutes: the next round at 60
+            clock.advance(minutes=15)
+            await scheduler.run_pass()
+    assert failing.calls == [T0 - timedelta(days=1), T0 + timedelta(hours=1) - timedelta(days=1)]
+    assert len(check.calls) == 2 * 5
 
 
 # -- results written while the batch still runs ----------------------------------------------

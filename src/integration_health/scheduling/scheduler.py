@@ -140,7 +140,11 @@ _PARSED_WINDOWS = 2
 """The parse cache holds the rows of this many windows; beyond that, the entries added
 longest ago (checks run passes ago) make room, see :meth:`Scheduler.parse`."""
 _PRUNE_BATCH = 10_000
-_PRUNE_BATCHES = 20  # at most 200,000 rows per hour and process; the rest next hour
+_PRUNE_BATCHES = 2
+"""Batches of old slot runs deleted per pass at most. A pruning round starts once an hour and
+goes on at every pass until a batch comes back short: it keeps up with any rate at which runs
+age out (1,000,000 integrations every 15 minutes age 4 million an hour; a pass every second
+deletes up to 20,000), and no pass spends long on it."""
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,9 @@ class Scheduler:
         self._check_counters: dict[tuple[str, HealthStatus, ErrorCode | None], Any] = {}
         self._latency_histograms: dict[str, Any] = {}
         self._pruned_at: datetime | None = None
+        """When the last pruning round started."""
+        self._pruning: int | None = None
+        """Runs deleted so far by the pruning round in progress (``None``: none is)."""
         self._last_activity: dict[str, float] = {}
         self._buffer: deque[tuple[datetime, ResultWrite]] = deque()
         self._dropped = 0
@@ -597,20 +604,26 @@ class Scheduler:
             metrics.SCHEDULER_HEARTBEAT.set(time.time())
 
     async def _prune_runs(self, at: datetime) -> None:
-        if self._pruned_at is not None and at - self._pruned_at < _PRUNE_EVERY:
-            return
-        self._pruned_at = at
+        """Delete slot runs older than ``runs_retention_s``: a round starts once an hour and
+        deletes up to :data:`_PRUNE_BATCHES` batches per pass until it has caught up."""
+        if self._pruning is None:
+            if self._pruned_at is not None and at - self._pruned_at < _PRUNE_EVERY:
+                return
+            self._pruned_at, self._pruning = at, 0
         before = at - timedelta(seconds=self.options.runs_retention_s)
-        deleted = 0
         try:
             for _ in range(_PRUNE_BATCHES):
                 count = await self.store.prune_runs(before, limit=_PRUNE_BATCH)
-                deleted += count
+                self._pruning += count
                 if count < _PRUNE_BATCH:
                     break
-        except StoreError as exc:  # the next hour tries again; checks go on meanwhile
+            else:
+                return  # more to delete: the next pass goes on
+        except StoreError as exc:  # the next round tries again; checks go on meanwhile
             log.warning("pruning old slot runs failed: %s", exc)
+            self._pruning = None
             return
+        deleted, self._pruning = self._pruning, None
         if deleted:
             log.info("pruned %d slot runs claimed before %s", deleted, before.isoformat())
 
