@@ -25,6 +25,11 @@ slot.
     .venv/bin/python bench/soak.py --integrations 10000 --slots 25             # SQLite
     .venv/bin/python bench/soak.py --integrations 10000 --slots 20 --store postgres
     .venv/bin/python bench/soak.py --integrations 100000 --slots 4
+    .venv/bin/python bench/soak.py --store postgres --loop run --slots 12 --runs-retention-h 0.5
+
+``--runs-retention-h`` shortens how long slot runs are kept (a day by default, more than a
+soak simulates), so that pruning runs during the soak: ``integration_check_runs`` must level
+off at about (retention + 1 h) of slots instead of growing by a slot's rows each slot.
 """
 
 from __future__ import annotations
@@ -273,7 +278,9 @@ async def soak(args: argparse.Namespace, base_url: str, box: SoakStore) -> list[
         registry,
         # --loop run: a short tick, so a slot ends soon after its last partial pass
         options=SchedulerOptions(
-            batch_size=args.batch_size, tick_s=0.02 if args.loop == "run" else 5.0
+            batch_size=args.batch_size,
+            tick_s=0.02 if args.loop == "run" else 5.0,
+            runs_retention_s=args.runs_retention_h * 3600,
         ),
         clock=clock,
         worker="soak",
@@ -447,7 +454,9 @@ async def amain(args: argparse.Namespace) -> int:
     )
     print(
         f"integration_check_runs: {last['runs']:,} rows after {len(rows)} slots "
-        f"({last['runs'] / n:.1f} per integration; runs older than a day are pruned hourly)"
+        f"({last['runs'] / n:.1f} per integration; runs older than {args.runs_retention_h:g} h"
+        f" are pruned, a round every simulated hour; at most"
+        f" {(args.runs_retention_h + 1) * 4 + 1:g} slots' worth stay)"
     )
     print(
         f"Scheduler._starts (per-type start times kept for budgets): {last['starts']:,} entries "
@@ -477,6 +486,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run_pass back to back (default), or Scheduler.run (overlapping passes)",
     )
     parser.add_argument(
+        "--runs-retention-h",
+        type=float,
+        default=24.0,
+        help="SchedulerOptions.runs_retention_s in hours (default: 24; a pruning round starts"
+        " once an hour of the simulated clock, i.e. every 4 slots)",
+    )
+    parser.add_argument(
         "--prefill-history",
         type=int,
         default=95,
@@ -485,6 +501,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.integrations, args.orgs, args.slots, args.batch_size, args.concurrency) < 1:
         parser.error("--integrations, --orgs, --slots, --batch-size, --concurrency: positive")
+    if args.runs_retention_h * 3600 < SchedulerOptions().lease_s:
+        parser.error("--runs-retention-h must cover the lease (120 s)")
     if not 0 <= args.prefill_history <= 96:
         parser.error("--prefill-history must be between 0 and 96")
     return args
