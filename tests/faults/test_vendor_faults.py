@@ -173,6 +173,7 @@ def build_org(org: uuid.UUID, s: Servers, ca_bundle: str) -> list[tuple[Integrat
     http("reset mid-headers", f.url_for("reset-head"), reset)
     http("trickle", f.url_for("trickle-head"), timeout)
     http("100 MiB body (GET)", f.url_for("big"), Expect(HEALTHY, None), method="GET")
+    http("gzip bomb (GET)", f.url_for("gzip-bomb"), Expect(HEALTHY, None), method="GET")
     http("redirect loop", f.url_for("loop"), loop)
     http("dns", f"https://{UNRESOLVABLE_HOST}/health", dns)
     for scenario, server in s.tls.items():
@@ -185,6 +186,7 @@ def build_org(org: uuid.UUID, s: Servers, ca_bundle: str) -> list[tuple[Integrat
     xledger("trickle body", f.url_for("trickle-body"), timeout)
     xledger("100 MiB body", f.url_for("big"), too_big)
     xledger("100 MiB body, no length", f.url_for("big-stream"), too_big)
+    xledger("gzip bomb (100 KiB → 100 MiB)", f.url_for("gzip-bomb"), too_big)
     xledger("redirect loop", f.url_for("loop"), loop)
     xledger("dns", f"https://{UNRESOLVABLE_HOST}", dns)
     for scenario, server in s.tls.items():
@@ -194,6 +196,7 @@ def build_org(org: uuid.UUID, s: Servers, ca_bundle: str) -> list[tuple[Integrat
     business_central("token reset mid-body", f.url_for("reset-body"), cut)
     business_central("token trickle body", f.url_for("trickle-body"), timeout)
     business_central("token 100 MiB body", f.url_for("big-stream"), too_big)
+    business_central("token gzip bomb", f.url_for("gzip-bomb"), too_big)
     business_central(
         "token redirect", f.url_for("loop"), Expect(UNREACHABLE, ErrorCode.BAD_RESPONSE, "302")
     )

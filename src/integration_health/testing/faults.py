@@ -17,6 +17,8 @@ first segment       behaviour
 ``trickle-body``    complete headers, then the body one byte per ``trickle_interval_s``
 ``big``             ``big_bytes`` (100 MiB) of body with ``Content-Length``, streamed
 ``big-stream``      ``big_bytes`` of body without ``Content-Length`` (ends at close)
+``gzip-bomb``       ``Content-Encoding: gzip``, ~0.1 % of ``big_bytes`` on the wire (with
+                    ``Content-Length``) that decompresses to ``big_bytes`` of zeros
 ``loop``            302 to the very same URL, forever
 anything else       404
 ==================  =====================================================================
@@ -37,8 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import struct
+import zlib
 from types import TracebackType
 
 from .tls_server import TestCertificates
@@ -53,6 +57,7 @@ FAULTS = (
     "trickle-body",
     "big",
     "big-stream",
+    "gzip-bomb",
     "loop",
 )
 """The first path segments :class:`FaultServer` understands."""
@@ -195,6 +200,12 @@ class FaultServer:
             await _send(writer, _head(200, length, content_type=b"application/octet-stream"))
             if not head_only:
                 await self._stream(writer)
+        elif fault == "gzip-bomb":
+            body = _gzip_zeros(self.big_bytes)
+            await _send(writer, _head(200, len(body), content_encoding=b"gzip"))
+            if not head_only:
+                await _send(writer, body)
+                self.body_bytes_sent += len(body)
         elif fault == "loop":
             await _send(writer, _head(302, 0, location=path.encode("latin-1")))
         else:
@@ -239,15 +250,28 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str] | None:
     return parts[0].upper(), parts[1]
 
 
+@functools.lru_cache(maxsize=4)
+def _gzip_zeros(size: int) -> bytes:
+    """``size`` zero bytes, gzip-compressed (about a thousandth of ``size``)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    pieces = [packer.compress(_CHUNK) for _ in range(size // len(_CHUNK))]
+    pieces.append(packer.compress(_CHUNK[: size % len(_CHUNK)]))
+    pieces.append(packer.flush())
+    return b"".join(pieces)
+
+
 def _head(
     status: int,
     length: int | None,
     *,
     content_type: bytes = b"application/json",
+    content_encoding: bytes | None = None,
     location: bytes | None = None,
 ) -> bytes:
     reason = {200: b"OK", 302: b"Found", 404: b"Not Found"}[status]
     lines = [b"HTTP/1.1 %d %s" % (status, reason), b"Content-Type: " + content_type]
+    if content_encoding is not None:
+        lines.append(b"Content-Encoding: " + content_encoding)
     if length is not None:
         lines.append(b"Content-Length: %d" % length)
     if location is not None:
