@@ -29,6 +29,12 @@ end. Variants, each in fresh Python processes, alternated over ``--rounds``:
   tick (≤ 1 s). With
   ``--processes P`` too, ``worker+pg×P``: P such workers on the same database.
 
+``--checked`` starts every run from a running monitor's steady state instead of its first
+pass: each integration has a healthy status row from a check 16 minutes ago, due again a minute
+ago (written with ``record_results`` into the template; its history rows are then deleted, so
+the counts stay one per check run), so due rows carry their status, slots are real times, and
+writes update status rows instead of inserting them.
+
 ``--hung F`` points every 1/F-th integration at a ``hang`` server (accepts, never answers),
 so those checks end at the deadline (``--timeout``, default the Settings' 10 s).
 
@@ -498,9 +504,37 @@ async def _prepare(
     try:
         await store.upgrade()
         await store.import_definitions(orgs, [], to_records(items))
+        if args.checked:
+            await _check_once(store, items)
     finally:
         await store.aclose()
+    if args.checked:  # the runs count the history rows they write: start from none
+        pg.execute("delete from public.integration_health_history", db=name)
     return name
+
+
+async def _check_once(store: Any, items: list[Any]) -> None:
+    """A healthy status row for every integration, checked 16 minutes ago and due again a
+    minute ago (the floor is 15 minutes): what a running monitor finds at each slot."""
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from integration_health import HealthResult  # noqa: PLC0415
+    from integration_health.store.base import ResultWrite  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    result = HealthResult.healthy(12).model_copy(update={"checked_at": now - timedelta(minutes=16)})
+    writes = [
+        ResultWrite(
+            org_id=item.org_id,
+            integration_id=item.integration_id,
+            integration_type=item.integration_type,
+            result=result,
+            next_check_at=now - timedelta(minutes=1),
+        )
+        for item in items
+    ]
+    for start in range(0, len(writes), 1_000):
+        await store.record_results(writes[start : start + 1_000])
 
 
 async def _run_variant(
@@ -583,7 +617,8 @@ async def parent(args: argparse.Namespace) -> int:
     print(
         f"# end_to_end: {args.integrations:,} http integrations in {args.orgs} orgs, concurrency"
         f" {args.concurrency}, scheduler batch {args.batch}, {args.rounds} rounds (order"
-        f" alternated); PostgreSQL {version}; Python {platform.python_version()},"
+        f" alternated){', every one checked before (steady state)' if args.checked else ''};"
+        f" PostgreSQL {version}; Python {platform.python_version()},"
         f" {len(os.sched_getaffinity(0))} CPUs, loadavg {_loadavg()}"
     )
     runs: list[tuple[str, str, dict[str, Any]]] = []
@@ -791,6 +826,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout", type=float, default=None, help="check deadline in seconds (Settings' 10)"
+    )
+    parser.add_argument(
+        "--checked",
+        action="store_true",
+        help="start from a monitor's steady state: every integration checked 16 min ago and"
+        " due again (default: never checked, the first pass)",
     )
     parser.add_argument("--postgres", default=DEFAULT_PG, help=f"admin URL ({DEFAULT_PG})")
     parser.add_argument("--max-seconds", type=float, default=900, help=argparse.SUPPRESS)
