@@ -283,6 +283,37 @@ async def test_results_buffered_while_a_flush_writes_are_not_lost() -> None:
     assert await _history_counts(store, items) == [1, 1, 1, 1, 1]
 
 
+async def test_a_refused_flush_puts_its_batch_back_within_the_limit() -> None:
+    """A flush the store refuses while another pass filled the buffer up puts its batch back
+    first — and the buffer still holds at most its limit: the oldest go, counted."""
+    store = _GatedStore()
+    registry, _check, _ = fake_registry(settings=Settings(timeout_s=2))
+    items = await _seed(store, 5)
+    scheduler = Scheduler(store, registry, options=SchedulerOptions(buffer_limit=3))
+    writes = [
+        ResultWrite(i.org_id, i.integration_id, i.integration_type, HealthResult.healthy(5))
+        for i in items
+    ]
+    down = StoreUnavailable("PostgreSQL at postgresql://db/x is unavailable: refused")
+    scheduler._keep(writes[:3], down)
+    store.gate = gate = asyncio.Event()
+    flush = asyncio.create_task(scheduler.flush_buffer())
+    await store.waiting.wait()  # the flush holds the three; the buffer is empty
+    scheduler._keep(writes[3:], down)  # another pass buffers two
+    store.down = True
+    gate.set()
+    with pytest.raises(StoreUnavailable):
+        await flush
+    state = scheduler.buffer_state()
+    assert (state.size, state.dropped) == (3, 2)
+    assert [w.integration_id for _, w in scheduler._buffer] == [
+        i.integration_id for i in items[2:]
+    ]  # the two oldest went
+    store.down = False
+    assert await scheduler.flush_buffer() == 3
+    assert await _history_counts(store, items) == [0, 0, 1, 1, 1]
+
+
 async def test_a_cancelled_flush_keeps_its_batch_buffered() -> None:
     """A flush cancelled while it writes (the scheduler stopped) puts its batch back."""
     store = _GatedStore()

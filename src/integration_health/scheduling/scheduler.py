@@ -313,6 +313,11 @@ class Scheduler:
         """Buffer ``writes`` (the store could not take them), dropping the oldest if full."""
         now = self.clock()
         self._buffer.extend((now, w) for w in writes)
+        self._trim()
+        self._store_down(exc)
+
+    def _trim(self) -> None:
+        """Drop the oldest buffered results beyond ``buffer_limit`` (counted, logged)."""
         excess = len(self._buffer) - self.options.buffer_limit
         if excess > 0:
             for _ in range(excess):
@@ -325,7 +330,6 @@ class Scheduler:
                 excess,
             )
         BUFFERED_RESULTS.set(len(self._buffer))
-        self._store_down(exc)
 
     def _store_down(self, exc: StoreUnavailable) -> None:
         self._store_error = str(exc)
@@ -387,7 +391,7 @@ class Scheduler:
             finally:
                 if not landed:  # refused for now, or cancelled: first again, oldest first
                     self._buffer.extendleft(reversed(taken))
-                    BUFFERED_RESULTS.set(len(self._buffer))
+                    self._trim()  # passes meanwhile may have filled the buffer up
         return written
 
     async def _write_one_by_one(self, batch: list[ResultWrite], exc: StoreError) -> int:
