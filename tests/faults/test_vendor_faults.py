@@ -217,7 +217,8 @@ async def test_every_fault_classified_bounded_and_isolated(
     servers: Servers, ca_bundle: str
 ) -> None:
     """One run with every vendor fault: each gets its status and error code within the
-    deadline, memory stays bounded through four 100 MiB answers, healthy integrations stay
+    deadline, memory stays bounded through four 100 MiB answers and three gzip bombs (100 KiB
+    that inflate to 100 MiB), healthy integrations stay
     healthy and fast, every result is stored, and no secret shows."""
     org = uuid.uuid4()
     plan = build_org(org, servers, ca_bundle)
