@@ -794,7 +794,11 @@ def sync_outcome(
         int, typer.Option("--duration-ms", min=0, help="How long the sync took.")
     ] = 0,
 ) -> None:
-    """Record one outcome of the sync system (passive health) for an integration."""
+    """Record one outcome of the sync system (passive health) for an integration.
+
+    For an active integration it also counts as a check: the next probe comes no sooner than
+    the type's minimum interval after it.
+    """
     from .passive import record_sync_outcome  # noqa: PLC0415
 
     try:

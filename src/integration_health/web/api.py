@@ -311,7 +311,9 @@ async def post_sync_outcome(
 
     Authenticated with the service key (``Authorization: Bearer <key>`` or
     ``X-Service-Key``). A success is ``healthy``; a failure is ``unreachable`` (``degraded``
-    when rate limited), with ``error_code`` given or inferred from ``error``.
+    when rate limited), with ``error_code`` given or inferred from ``error``. For an active
+    integration the outcome also counts as a check: the next probe comes no sooner than the
+    type's minimum interval after it.
     """
     try:
         result = await record_sync_outcome(
