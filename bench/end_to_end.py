@@ -346,6 +346,10 @@ def child(args: argparse.Namespace) -> None:
         "scheduler": _child_scheduler,
         "worker": _child_worker,
     }[args.child]
+    if args.loop == "uvloop":  # as `integration-health scheduler|worker --loop uvloop` does
+        import uvloop  # noqa: PLC0415
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     result = asyncio.run(runner(args))
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -386,6 +390,8 @@ class Child:
             str(self.args.max_seconds),
             "--worker-jobs",
             str(self.args.worker_jobs),
+            "--loop",
+            self.args.loop,
             *(["--timeout", str(self.args.timeout)] if self.args.timeout is not None else []),
         ]
         with self.log.open("wb") as err:
@@ -618,6 +624,7 @@ async def parent(args: argparse.Namespace) -> int:
         f"# end_to_end: {args.integrations:,} http integrations in {args.orgs} orgs, concurrency"
         f" {args.concurrency}, scheduler batch {args.batch}, {args.rounds} rounds (order"
         f" alternated){', every one checked before (steady state)' if args.checked else ''};"
+        f" {args.loop} event loop;"
         f" PostgreSQL {version}; Python {platform.python_version()},"
         f" {len(os.sched_getaffinity(0))} CPUs, loadavg {_loadavg()}"
     )
@@ -832,6 +839,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start from a monitor's steady state: every integration checked 16 min ago and"
         " due again (default: never checked, the first pass)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of every child, the runner's too (asyncio)",
     )
     parser.add_argument("--postgres", default=DEFAULT_PG, help=f"admin URL ({DEFAULT_PG})")
     parser.add_argument("--max-seconds", type=float, default=900, help=argparse.SUPPRESS)

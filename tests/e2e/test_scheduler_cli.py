@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from integration_health.testing import HttpEndpointFake
 
 ORG = "7d3f0000-0000-4000-8000-000000000001"
@@ -37,10 +39,12 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_scheduler_runs_due_checks_and_stops_gracefully_on_sigterm(
-    tmp_path: Path, endpoint_in_thread: tuple[HttpEndpointFake, str]
+    tmp_path: Path, endpoint_in_thread: tuple[HttpEndpointFake, str], loop: str
 ) -> None:
-    """SIGTERM with a check in flight: the check finishes, is written, and the exit code is 0."""
+    """SIGTERM with a check in flight: the check finishes, is written, and the exit code is 0
+    — on either event loop."""
     fake, url = endpoint_in_thread
     env = env_for(tmp_path)
     path = tmp_path / "integrations.yaml"
@@ -55,7 +59,7 @@ def test_scheduler_runs_due_checks_and_stops_gracefully_on_sigterm(
     )
     assert cli(env, "integrations", "import", str(path)).returncode == 0
     proc = subprocess.Popen(
-        [sys.executable, "-m", "integration_health", "scheduler", "--tick", "1"],
+        [sys.executable, "-m", "integration_health", "scheduler", "--tick", "1", "--loop", loop],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -72,7 +76,7 @@ def test_scheduler_runs_due_checks_and_stops_gracefully_on_sigterm(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "stopped" in err
+    assert f"({loop} event loop;" in err and "stopped" in err
     history = json.loads(cli(env, "history", "--integration", SLOW_ID, "--json").stdout)
     assert [h["status"] for h in history] == ["healthy"]
     assert fake.count("/ok") == 0  # the passive integration is never probed
@@ -104,5 +108,7 @@ def test_scheduler_once_and_bad_budget(tmp_path: Path) -> None:
     assert once.returncode == 0 and "0 check(s) run" in once.stdout
     bad = cli(env, "scheduler", "--budget", "xledger")
     assert bad.returncode == 2 and "TYPE=CHECKS_PER_MINUTE" in bad.stderr
+    loop = cli(env, "scheduler", "--loop", "trio")
+    assert loop.returncode == 2 and "--loop must be asyncio or uvloop, not 'trio'" in loop.stderr
     unknown = cli(env, "sync-outcome", "--integration", SLOW_ID, "--ok")
     assert unknown.returncode == 2 and "unknown integration" in unknown.stderr

@@ -571,9 +571,11 @@ async def test_queue_depth_and_cleanup_on_procrastinate_tables(pg_url: str) -> N
     assert [left[i] for i in ids[2:5]] == ["doing", "failed", "failed"]
 
 
-def _worker(url: str, tmp: str, *, jobs: int | None = 4) -> subprocess.Popen[str]:
+def _worker(
+    url: str, tmp: str, *, jobs: int | None = 4, loop: str = "asyncio"
+) -> subprocess.Popen[str]:
     """A worker process running ``jobs`` jobs at once (``None``: the default for its
-    concurrency setting, 200 checks in flight)."""
+    concurrency setting, 200 checks in flight) on the ``loop`` event loop."""
     env = {
         **os.environ,
         "INTEGRATION_HEALTH_DATABASE_URL": url,
@@ -591,6 +593,8 @@ def _worker(url: str, tmp: str, *, jobs: int | None = 4) -> subprocess.Popen[str
             "1",
             "--lease",
             "15",
+            "--loop",
+            loop,
             *(["--concurrency", str(jobs)] if jobs is not None else []),
         ],
         env=env,
@@ -619,8 +623,8 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 def test_three_worker_processes_and_a_sigkill(
     pg_url: str, endpoint_in_thread: tuple[HttpEndpointFake, str], tmp_path: Any
 ) -> None:
-    """3 workers, 1,000 integrations, 3 slots each, one worker SIGKILLed mid-slot:
-    exactly one result per (integration, slot), none lost."""
+    """3 workers (one on uvloop), 1,000 integrations, 3 slots each, one worker SIGKILLed
+    mid-slot: exactly one result per (integration, slot), none lost."""
     fake, url = endpoint_in_thread
     org = uuid.uuid4()
     configs = [
@@ -639,7 +643,7 @@ def test_three_worker_processes_and_a_sigkill(
     asyncio.run(seed())
     history = "select count(*) from integration_health_history"
     workers = [_worker(pg_url, str(tmp_path)) for _ in range(2)]
-    workers.append(_worker(pg_url, str(tmp_path), jobs=None))
+    workers.append(_worker(pg_url, str(tmp_path), jobs=None, loop="uvloop"))
     try:
         for slot in range(1, 4):
             if slot > 1:  # the next slot: as if 15 minutes had passed, every integration is due
@@ -686,6 +690,11 @@ def test_three_worker_processes_and_a_sigkill(
     # the two survivors exited cleanly on SIGTERM
     assert [p.returncode for p in workers[1:]] == [0, 0]
     logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
-    assert logs.count("(4 jobs at once, at most 200 checks in flight;") == 2
-    assert logs.count(f"({default_jobs(200)} jobs at once, at most 200 checks in flight;") == 1
+    assert logs.count("(4 jobs at once, at most 200 checks in flight; asyncio event loop;") == 2
+    assert (
+        logs.count(
+            f"({default_jobs(200)} jobs at once, at most 200 checks in flight; uvloop event loop;"
+        )
+        == 1
+    )
     assert fake.count("/ok") >= 3000
