@@ -165,14 +165,15 @@ async def seed(
 
 
 class _Capture:
-    """Wraps ``postgres._fetch`` to remember the last statement, its parameters and any
-    planner settings the store changed on the connection for it (``set local …``)."""
+    """Wraps ``postgres._fetch_tuples`` (how ``list_due`` reads) to remember the last
+    statement, its parameters and any planner settings the store changed on the connection
+    for it (``set local …``)."""
 
     def __init__(self) -> None:
         self.query: str | None = None
         self.params: Any = None
         self.settings: list[tuple[str, str]] = []
-        self._original = pg_module._fetch
+        self._original = pg_module._fetch_tuples
 
     async def __call__(self, conn: Any, query: str, params: Any = None) -> Any:
         self.query, self.params = query, params
@@ -185,11 +186,11 @@ class _Capture:
         return await self._original(conn, query, params)
 
     def __enter__(self) -> _Capture:
-        pg_module._fetch = self
+        pg_module._fetch_tuples = self
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        pg_module._fetch = self._original
+        pg_module._fetch_tuples = self._original
 
 
 async def measure(

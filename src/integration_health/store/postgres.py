@@ -601,6 +601,14 @@ _LIST_EVENTS = (
 )
 
 
+async def _fetch_tuples(
+    conn: psycopg.AsyncConnection[Any], query: str, params: Any = None
+) -> list[tuple[Any, ...]]:
+    """The rows as plain tuples, for reads hot enough that a dict per row shows."""
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchall()
+
+
 async def _fetch(conn: psycopg.AsyncConnection[Any], query: str, params: Any = None) -> list[Row]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
@@ -1245,8 +1253,7 @@ class PostgresStore:
                 # the two id indexes reads them once, in order, and spills nothing (2-3x faster
                 # at 1M integrations).
                 await conn.execute("set local enable_hashjoin = off")
-                cursor = await conn.execute(query, params)
-                return await cursor.fetchall()
+                return await _fetch_tuples(conn, query, params)
 
         # Plain tuples, read by position: a pass reads a batch of these and more, and a dict
         # per row (plus one per status) cost more than the rest of the decoding.
@@ -1271,11 +1278,8 @@ class PostgresStore:
         }
 
         async def claim(conn: psycopg.AsyncConnection[Any]) -> set[tuple[UUID, datetime]]:
-            cursor = await conn.execute(_CLAIM_SLOTS, params)
-            return {
-                (integration_id, _utc(slot_at))
-                for integration_id, slot_at in await cursor.fetchall()
-            }
+            rows = await _fetch_tuples(conn, _CLAIM_SLOTS, params)
+            return {(integration_id, _utc(slot_at)) for integration_id, slot_at in rows}
 
         got = await self._run(
             claim, missing_reference="a slot belongs to an integration that is not stored"
