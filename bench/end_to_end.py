@@ -382,6 +382,8 @@ class Child:
             self.kind,
             "--db",
             self.db,
+            "--integrations",  # the worker child waits until this many slots are done
+            str(self.args.integrations),
             "--concurrency",
             str(self.args.concurrency),
             "--batch",
