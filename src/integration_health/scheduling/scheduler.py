@@ -749,9 +749,6 @@ class Scheduler:
                 writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
                 raise
-            finally:
-                self._ended(left)  # those that never ended (cancelled, or the run failed)
-                left = 0
             if pending:
                 chunks.put_nowait(pending)
             chunks.put_nowait(None)
@@ -771,7 +768,9 @@ class Scheduler:
                 )
             await self._rate_limit_switches(outcomes, at)
         finally:
-            self._ended(left)  # a batch that failed before its checks ran
+            # Checks that never ended: the batch failed before they ran, or the run was
+            # cancelled or failed (every result ends its own check in on_result).
+            self._ended(left)
 
     def _ended(self, count: int) -> None:
         """``count`` checks of a batch have ended (or will not run)."""
