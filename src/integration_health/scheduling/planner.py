@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from ..checks import BrokenIntegration
-from ..config import IntegrationConfigBase
+from ..config import MIN_CHECK_INTERVAL_S, IntegrationConfigBase
 from ..store.base import INITIAL_SLOT, StatusRecord, TypeMode
 
 __all__ = ["Candidate", "Plan", "PlannedCheck", "plan_checks", "rate_limit_switch"]
@@ -70,10 +70,11 @@ class Plan:
 
 def floor_s(item: Integration) -> int:
     """The fewest seconds between two results of ``item`` before it is probed again: its
-    type's minimum interval (900 s for an integration whose config no longer validates)."""
+    type's minimum interval (the general floor, 900 s, for an integration whose config no
+    longer validates)."""
     if isinstance(item, IntegrationConfigBase):
         return max(type(item).min_check_interval_s, 1)
-    return 900
+    return MIN_CHECK_INTERVAL_S
 
 
 def plan_checks(
