@@ -146,13 +146,25 @@ class _TimedStore:
         return timed
 
 
+def _kinds(outcomes: Any) -> Counter[str]:
+    """Outcomes counted as ``ok`` (healthy) or ``status/error_code``."""
+    from integration_health import HealthStatus  # noqa: PLC0415
+
+    return Counter(
+        "ok"
+        if o.result.status is HealthStatus.HEALTHY
+        else f"{o.result.status.value}/{o.result.error_code}"
+        for o in outcomes
+    )
+
+
 def _freeze() -> None:
     gc.collect()
     gc.freeze()
 
 
 async def _child_runner(args: argparse.Namespace) -> dict[str, Any]:
-    from integration_health import HealthStatus, default_registry  # noqa: PLC0415
+    from integration_health import default_registry  # noqa: PLC0415
     from integration_health.policy import StatusRules  # noqa: PLC0415
     from integration_health.runner import execute_checks  # noqa: PLC0415
     from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
@@ -178,12 +190,7 @@ async def _child_runner(args: argparse.Namespace) -> dict[str, Any]:
             rules=StatusRules(settings.degraded_latency_ms),
         )
         elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    kinds = Counter(
-        "ok"
-        if o.result.status is HealthStatus.HEALTHY
-        else f"{o.result.status.value}/{o.result.error_code}"
-        for o in outcomes
-    )
+    kinds = _kinds(outcomes)
     return {
         "start": wall0,
         "end": wall0 + elapsed,
@@ -196,7 +203,7 @@ async def _child_runner(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
-    from integration_health import HealthStatus, default_registry  # noqa: PLC0415
+    from integration_health import default_registry  # noqa: PLC0415
     from integration_health.scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
     from integration_health.scheduling.scheduler import PassReport  # noqa: PLC0415
     from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
@@ -213,12 +220,7 @@ async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
         # ends once a pass finds nothing left to plan (the passes still running finish).
         nonlocal passes, idle
         passes += 1
-        for o in report.outcomes:
-            kinds[
-                "ok"
-                if o.result.status is HealthStatus.HEALTHY
-                else f"{o.result.status.value}/{o.result.error_code}"
-            ] += 1
+        kinds.update(_kinds(report.outcomes))
         report.outcomes.clear()
         if report.due == 0:
             stop.set()
