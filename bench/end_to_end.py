@@ -44,9 +44,14 @@ history rows and completed slots, which must all equal the number of integration
 
 Columns: ``checks/s`` (wall), ``CPU µs/check`` of the Python process(es), ``PG CPU µs/check``
 (the PostgreSQL backends serving the run's connections, from ``/proc/<pid>/stat``; the WAL
-writer and checkpointer are not included), ``process CPU`` (share of one core), ``passes``.
-The 1M-per-15-min target needs 1,111 checks/s per machine; the verdict lines say how far one
-process gets and how many would be needed at the measured CPU cost.
+writer and checkpointer are not included), ``vendor CPU µs/check`` (the fake servers'
+processes, which share the machine's cores with the rest: a real vendor's cost is not on the
+monitor's machine), ``process CPU`` (share of one core), ``passes``. The scheduler and worker
+children load the TLS trust store before their time starts (warm-up loads it once per process,
+~50 ms of start-up; the runner child, on plain http, never loads one). The 1M-per-15-min target needs 1,111 checks/s per
+machine; the verdict lines say how far one process gets and how many would be needed at the
+measured CPU cost, and the ceiling line what no split of the work over processes could pass
+on this machine: its cores divided by the CPU per check of every process involved.
 
     .venv/bin/python bench/end_to_end.py     # 10,000 integrations, 100 orgs, concurrency 100
 """
@@ -93,6 +98,17 @@ def _proc_cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _vendor_cpu(vendors: list[ServerProcess]) -> float | None:
+    """CPU seconds the fake vendors' processes have used so far (``None`` off Linux)."""
+    total = 0.0
+    for vendor in vendors:
+        used = vendor.cpu_seconds()
+        if used is None:
+            return None
+        total += used
+    return total
 
 
 def _db_url(admin_url: str, name: str) -> str:
@@ -232,15 +248,19 @@ async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
         options = SchedulerOptions(batch_size=args.batch, tick_s=0.02)
         scheduler = Scheduler(timed, registry, options=options, after_pass=[count])
         await store.ping()
-        _freeze()
-        print("READY", flush=True)
-        await _wait_line()
-        wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
-        try:
-            await asyncio.wait_for(scheduler.run(stop), timeout=args.max_seconds)
-        except TimeoutError:
-            raise RuntimeError(f"not finished after {args.max_seconds} s") from None
-        elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        async with registry:  # re-entrant: Scheduler.run's own entry then costs nothing
+            # A started scheduler has loaded its TLS trust store (warm-up does, once per
+            # process, ~50 ms): start-up, not sustained work — the runner's is not timed either.
+            await registry.warm_up([])
+            _freeze()
+            print("READY", flush=True)
+            await _wait_line()
+            wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
+            try:
+                await asyncio.wait_for(scheduler.run(stop), timeout=args.max_seconds)
+            except TimeoutError:
+                raise RuntimeError(f"not finished after {args.max_seconds} s") from None
+            elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
         print("DONE", flush=True)  # the parent reads the backends' CPU while they still exist
         await _wait_line()
     finally:
@@ -291,6 +311,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
         print("READY", flush=True)
         await _wait_line()
         async with registry, app.open_async():
+            await registry.warm_up([])  # the TLS trust store, as for the scheduler child
             wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
             worker = asyncio.create_task(
                 app.run_worker_async(
@@ -548,7 +569,13 @@ async def _check_once(store: Any, items: list[Any]) -> None:
 
 
 async def _run_variant(
-    pg: Postgres, template: str, processes: int, kind: str, args: argparse.Namespace, logs: str
+    pg: Postgres,
+    template: str,
+    processes: int,
+    kind: str,
+    args: argparse.Namespace,
+    logs: str,
+    vendors: list[ServerProcess],
 ) -> dict[str, Any]:
     db = (
         template
@@ -562,6 +589,7 @@ async def _run_variant(
         for c in children:
             await c.expect("READY")
         pg_before = {} if kind == "runner" else pg.backend_cpu(db)
+        vendor_before = _vendor_cpu(vendors)
         for c in children:
             c.go()
         pg_cpu = None
@@ -573,6 +601,7 @@ async def _run_variant(
             for c in children:
                 c.go()
         results = [await c.finish() for c in children]
+        vendor_after = _vendor_cpu(vendors)
         for c in children:  # children log errors only: show any, they explain odd figures
             lines = c.log.read_text(errors="replace").splitlines()
             if lines:
@@ -593,6 +622,9 @@ async def _run_variant(
         "elapsed_s": max(r["end"] for r in results) - min(r["start"] for r in results),
         "cpu_s": sum(r["cpu_s"] for r in results),
         "pg_cpu_s": pg_cpu,
+        "vendor_cpu_s": None
+        if vendor_before is None or vendor_after is None
+        else vendor_after - vendor_before,
         "passes": "/".join(str(r["passes"]) for r in results),
         "idle": sum(r.get("idle_passes", 0) for r in results),
         "store_s": sum((Counter(r.get("store_s", {})) for r in results), Counter()),
@@ -646,7 +678,8 @@ async def parent(args: argparse.Namespace) -> int:
                 order = variants if rnd % 2 == 0 else variants[::-1]
                 for kind, processes in order:
                     load = _loadavg()
-                    run = await _run_variant(pg, template, processes, kind, args, logs)
+                    vendors = [server, *([hang] if hang else [])]
+                    run = await _run_variant(pg, template, processes, kind, args, logs, vendors)
                     run["loadavg"] = load
                     label = _label(kind, processes)
                     runs.append((f"round {rnd + 1}", label, run))
@@ -674,6 +707,7 @@ def _report(
         "checks/s",
         "CPU µs/check",
         "PG CPU µs/check",
+        "vendor CPU µs/check",
         "process CPU",
         "passes",
         "rows status/history/slots",
@@ -695,6 +729,9 @@ def _report(
                 f"{run['pg_cpu_s'] / run['checks'] * 1e6:,.0f}"
                 if run["pg_cpu_s"] is not None
                 else "—",
+                f"{run['vendor_cpu_s'] / run['checks'] * 1e6:,.0f}"
+                if run["vendor_cpu_s"] is not None
+                else "—",
                 f"{100 * run['cpu_s'] / run['elapsed_s']:.0f} %",
                 run["passes"],
                 "/".join(
@@ -707,12 +744,15 @@ def _report(
     rate: dict[str, float] = {}
     cpu: dict[str, float] = {}
     pg_cpu: dict[str, float] = {}
+    vendor_cpu: dict[str, float] = {}
     for variant in labels:
         mine = [run for _, v, run in runs if v == variant]
         rate[variant] = statistics.median(r["checks"] / r["elapsed_s"] for r in mine)
         cpu[variant] = statistics.median(r["cpu_s"] / r["checks"] * 1e6 for r in mine)
         pgs = [r["pg_cpu_s"] / r["checks"] * 1e6 for r in mine if r["pg_cpu_s"] is not None]
         pg_cpu[variant] = statistics.median(pgs) if pgs else 0.0
+        vendors = [r["vendor_cpu_s"] / r["checks"] * 1e6 for r in mine if r["vendor_cpu_s"]]
+        vendor_cpu[variant] = statistics.median(vendors) if vendors else 0.0
         rows.append(
             [
                 "median",
@@ -724,6 +764,7 @@ def _report(
                 f"{rate[variant]:,.0f}",
                 f"{cpu[variant]:,.0f}",
                 f"{pg_cpu[variant]:,.0f}" if pgs else "—",
+                f"{vendor_cpu[variant]:,.0f}" if vendors else "—",
                 "",
                 "",
                 "",
@@ -753,6 +794,20 @@ def _report(
         f"share), i.e. ≥ {math.ceil(TARGET_PER_S / one)} scheduler processes/workers at this "
         "process's measured rate"
     )
+    # Every process of the run shares this machine's cores: the scheduler, its PostgreSQL
+    # backends and the fake vendor. However the work were split over processes, the rate
+    # cannot pass cores / (their CPU per check) — the ceiling of any one-machine design.
+    cores = len(os.sched_getaffinity(0))
+    whole = cpu["scheduler+pg"] + pg_cpu["scheduler+pg"] + vendor_cpu["scheduler+pg"]
+    if vendor_cpu["scheduler+pg"]:
+        ceiling = cores * 1e6 / whole
+        print(
+            "ceiling on this machine: the scheduler, PostgreSQL and the fake vendor use"
+            f" {whole:,.0f} µs of CPU per check in all → with all {cores} cores busy all the"
+            f" time at most {ceiling:,.0f} checks/s = {ceiling / rate['runner']:.2f}× the runner"
+            f" (the runner alone: {cpu['runner']:,.0f} µs in its process,"
+            f" {vendor_cpu['runner']:,.0f} µs in the vendor's)"
+        )
     for variant in labels[2:]:
         print(
             f"{variant} / scheduler+pg (medians): {rate[variant] / one:.2f}×; "
