@@ -35,6 +35,21 @@ CASES = {
         ],
         ["300/300/300", "worker+pg / runner"],
     ),
+    "scheduling_overhead": (
+        [
+            "scheduling_overhead.py",
+            "--integrations",
+            "300",
+            "--orgs",
+            "3",
+            "--rounds",
+            "1",
+            "--checked",
+            "--postgres",
+            PG_ADMIN_URL,
+        ],
+        ["scheduling overhead (scheduler − runner median)"],
+    ),
     "planning_cost": (
         ["planning_cost.py", "--sizes", "2000", "--rounds", "1", "--admin-url", PG_ADMIN_URL],
         ["planning pass at 2,000: median"],
