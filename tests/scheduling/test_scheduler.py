@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from integration_health import ErrorCode, HealthResult, HealthStatus, Settings
+from integration_health import ErrorCode, HealthResult, HealthStatus, MonitoringMode, Settings
 from integration_health.checks import CheckRegistry
 from integration_health.errors import StoreError, StoreUnavailable
 from integration_health.integrations_file import to_records
@@ -769,6 +769,61 @@ async def test_a_paused_type_filling_the_window_does_not_hold_up_other_types(
         assert report.paused == {"fake": 4}  # those the first window held
         assert (await scheduler.run_pass()).ran == 1  # the third one
         assert (await scheduler.run_pass()).ran == 0  # only paused ones are left
+
+
+async def test_integrations_switched_from_passive_do_not_hold_up_other_checks(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """25 passive integrations whose sync system reported a moment ago are switched to active
+    (their status rows have no next_check_at): they are not probed within the floor of those
+    outcomes, and — more than the due window (2 batches of 10) — they do not fill it and hold
+    up another integration's check that is due; once the floor has passed, they run."""
+    registry, check = fakes
+    org = uuid.uuid4()
+    clock = Clock(T0)
+    [other] = await seed(store, 1)
+    scheduler = Scheduler(store, registry, clock=clock, options=SchedulerOptions(batch_size=10))
+    async with registry:
+        assert (await scheduler.run_pass()).ran == 1
+        clock.advance(minutes=16)  # `other` is due again
+        synced = await seed(store, 25, org=org, monitoring_mode=MonitoringMode.PASSIVE)
+        for item in synced:
+            await record_sync_outcome(org, item.integration_id, ok=True, store=store, at=clock())
+        active = [i.model_copy(update={"monitoring_mode": MonitoringMode.ACTIVE}) for i in synced]
+        await store.import_definitions([Organization(org, "Org")], [], to_records(active))
+        clock.advance(minutes=1)
+        check.calls.clear()
+        report = await scheduler.run_pass()
+        assert [o.integration.integration_id for o in report.outcomes] == [other.integration_id]
+        clock.advance(minutes=14)  # 15 minutes after the sync outcomes
+        while (await scheduler.run_pass()).ran:
+            pass
+    probed = [c.integration_id for c in check.calls]
+    assert sorted(probed[1:]) == sorted(i.integration_id for i in synced)
+
+
+async def test_an_integration_switched_back_to_active_is_checked_again(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Active, then passive (sync outcomes), then active again within a day: its next slot is
+    the one its last probe scheduled (sync outcomes keep it), not the initial slot its first
+    check already completed — a slot done is never claimed again."""
+    registry, check = fakes
+    org = uuid.uuid4()
+    [item] = await seed(store, 1, org=org)
+    clock = Clock(T0)
+    scheduler = Scheduler(store, registry, clock=clock)
+    async with registry:
+        assert (await scheduler.run_pass()).ran == 1
+        passive = item.model_copy(update={"monitoring_mode": MonitoringMode.PASSIVE})
+        await store.import_definitions([Organization(org, "Org")], [], to_records([passive]))
+        clock.advance(minutes=30)
+        await record_sync_outcome(org, item.integration_id, ok=True, store=store, at=clock())
+        await store.import_definitions([Organization(org, "Org")], [], to_records([item]))
+        clock.advance(minutes=20)
+        report = await scheduler.run_pass()
+    assert (report.ran, report.skipped_claims) == (1, 0)
+    assert len(check.calls) == 2
 
 
 async def test_sync_outcomes_of_active_integrations_do_not_hold_up_other_checks(

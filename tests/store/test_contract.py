@@ -11,7 +11,7 @@ import pytest
 from integration_health import ErrorCode, HealthResult, HealthStatus, StoreError
 from integration_health.checks import IntegrationRecord
 from integration_health.store import HISTORY_LIMIT, Member, Organization, ResultWrite, Store
-from integration_health.store.base import INITIAL_SLOT, SlotClaim
+from integration_health.store.base import INITIAL_SLOT, UNSCHEDULED_FLOOR, SlotClaim
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -336,6 +336,37 @@ async def test_list_due(store: Store) -> None:
     kept = await store.list_due(T0 + timedelta(minutes=20), exclude_types={"http"})
     assert [d.integration.integration_id for d in kept] == [vendor.integration_id]
     assert await store.list_due(T0 + timedelta(minutes=20), exclude_types=["http", "xledger"]) == []
+
+
+async def test_list_due_lists_a_status_without_next_check_at_after_the_floor(
+    store: Store,
+) -> None:
+    """A status row without next_check_at (sync outcomes of an integration that was passive
+    and is active now) is due once its last result is the general floor old, not before: the
+    planner would only hold it back, and many such rows would fill the scheduler's window."""
+    org = uuid.uuid4()
+    synced, overdue = record(org, "synced"), record(org, "overdue")
+    await store.import_definitions([Organization(org, "Acme")], [], [synced, overdue])
+    await store.record_results(
+        [
+            write(overdue, at=T0 - timedelta(hours=1)),  # due since T0 − 45 min
+            ResultWrite(
+                org_id=org,
+                integration_id=synced.integration_id,
+                integration_type="http",
+                result=HealthResult.healthy(1, details={}).model_copy(update={"checked_at": T0}),
+                source="passive",
+            ),
+        ]
+    )
+    assert [d.integration.name for d in await store.list_due(T0)] == ["overdue"]
+    floor = T0 + UNSCHEDULED_FLOOR
+    assert [d.integration.name for d in await store.list_due(floor - timedelta(seconds=1))] == [
+        "overdue"
+    ]
+    due = await store.list_due(floor)
+    assert [d.integration.name for d in due] == ["synced", "overdue"]  # no next_check_at: first
+    assert due[0].slot_at == INITIAL_SLOT
 
 
 async def test_list_due_leaves_out_live_claims(store: Store) -> None:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
 from ..checks import IntegrationRecord
+from ..config import MIN_CHECK_INTERVAL_S
 from ..model import ErrorCode, HealthResult, HealthStatus
 
 __all__ = [
     "HISTORY_LIMIT",
     "INITIAL_SLOT",
+    "UNSCHEDULED_FLOOR",
     "DueCheck",
     "HealthEvent",
     "HealthRow",
@@ -54,6 +56,10 @@ class Member:
     user_id: UUID
     role: str = "member"
 
+
+UNSCHEDULED_FLOOR = timedelta(seconds=MIN_CHECK_INTERVAL_S)
+"""How old the last result of an integration without ``next_check_at`` must be before
+:meth:`Store.list_due` lists it (see there)."""
 
 INITIAL_SLOT = datetime(1970, 1, 1, tzinfo=UTC)
 """The slot of an integration's first check (it has no ``next_check_at`` yet)."""
@@ -310,6 +316,12 @@ class Store(Protocol):
         claimed_by_me: str | None = None,
     ) -> list[DueCheck]:
         """Enabled, active integrations never checked or whose ``next_check_at`` ≤ ``at``.
+
+        An integration with a status but no ``next_check_at`` (its results came from a sync
+        system while it was passive; it is active now) is due once its last result is
+        :data:`UNSCHEDULED_FLOOR` old — the general floor (the planner holds back types with
+        a longer one): listed earlier, the planner would only hold it back, and many of them
+        would fill the caller's window and hold up every check due after them.
 
         Oldest due first (never-checked first of all), at most ``limit``, leaving out the
         integration types in ``exclude_types`` (the scheduler's paused types, when they fill

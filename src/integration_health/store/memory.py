@@ -19,6 +19,7 @@ from ..errors import StoreError
 from ..model import ErrorCode, HealthStatus
 from .base import (
     HISTORY_LIMIT,
+    UNSCHEDULED_FLOOR,
     DueCheck,
     HealthEvent,
     HealthRow,
@@ -276,13 +277,18 @@ class MemoryStore:
         claimed_by_me: str | None = None,
     ) -> list[DueCheck]:
         due = []
+        unscheduled_before = at - UNSCHEDULED_FLOOR
         for record in self._integrations.values():
             if not record.enabled or record.monitoring_mode != "active":
                 continue
             if record.integration_type in exclude_types:
                 continue
             status = self._statuses.get(record.integration_id)
-            if status is None or status.next_check_at is None or status.next_check_at <= at:
+            if (
+                status is None
+                or (status.next_check_at is not None and status.next_check_at <= at)
+                or (status.next_check_at is None and status.checked_at <= unscheduled_before)
+            ):
                 check = DueCheck(record, replace(status) if status else None)
                 if claimed_since is not None:
                     run = self._runs.get((record.integration_id, check.slot_at))

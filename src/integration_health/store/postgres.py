@@ -47,6 +47,7 @@ from . import mask_url
 from .base import (
     HISTORY_LIMIT,
     INITIAL_SLOT,
+    UNSCHEDULED_FLOOR,
     DueCheck,
     HealthEvent,
     HealthRow,
@@ -1213,6 +1214,7 @@ class PostgresStore:
                                        and a.integration_type <> all(%(exclude)s::text[])
                                      offset 0) a
                  where n.next_check_at is null
+                   and n.checked_at <= %(unscheduled_before)s
                    {unclaimed("n.integration_id", "%(initial)s")}
                  order by n.integration_id
                  limit %(limit)s)
@@ -1243,6 +1245,7 @@ class PostgresStore:
             "limit": max(0, limit),
             "exclude": sorted(set(exclude_types)),
             "initial": INITIAL_SLOT,
+            "unscheduled_before": at - UNSCHEDULED_FLOOR,
             "claimed_since": claimed_since,
             "claimed_by_me": claimed_by_me,
         }

@@ -28,6 +28,7 @@ from ..model import ErrorCode, HealthStatus, utcnow
 from .base import (
     HISTORY_LIMIT,
     INITIAL_SLOT,
+    UNSCHEDULED_FLOOR,
     DueCheck,
     HealthEvent,
     HealthRow,
@@ -506,7 +507,8 @@ class SQLiteStore:
             FROM integrations i
             LEFT JOIN integration_health_status s ON s.integration_id = i.id
             WHERE i.enabled = 1 AND i.monitoring_mode = 'active'
-              AND (s.next_check_at IS NULL OR s.next_check_at <= ?)
+              AND (s.integration_id IS NULL OR s.next_check_at <= ?
+                   OR (s.next_check_at IS NULL AND s.checked_at <= ?))
               {not_in}
               {not_claimed}
             ORDER BY COALESCE(s.next_check_at, ''), i.id
@@ -517,7 +519,7 @@ class SQLiteStore:
             if claimed_since is not None
             else ()
         )
-        params = (ts(at), *excluded, *claimed, limit)
+        params = (ts(at), ts(at - UNSCHEDULED_FLOOR), *excluded, *claimed, limit)
         rows = await self._call(lambda conn: conn.execute(query, params).fetchall())
         due = []
         for row in rows:
