@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from integration_health import ErrorCode, HealthResult, HealthStatus, MonitoringMode, Settings
+from integration_health.adapters.xledger import XledgerConfig
 from integration_health.checks import CheckRegistry
 from integration_health.errors import StoreError, StoreUnavailable
 from integration_health.integrations_file import to_records
@@ -717,9 +718,8 @@ async def test_unchanged_records_are_parsed_once_across_passes(
 async def test_the_parse_cache_is_bounded_by_the_batch_size(
     store: Store, fakes: tuple[CheckRegistry, FakeCheck]
 ) -> None:
-    """The cache holds at most two windows of due rows (2 batches each), however many
-    integrations; it evicts the rows read longest ago, so a row still in the window is not
-    parsed again."""
+    """The cache holds at most two batches of due rows, however many integrations; it evicts
+    the rows read longest ago, so a row still due is not parsed again."""
     registry, _check = fakes
     await seed(store, 30)
     parsed: list[uuid.UUID] = []
@@ -735,7 +735,7 @@ async def test_the_parse_cache_is_bounded_by_the_batch_size(
         for _ in range(15):
             report = await scheduler.run_pass()
             assert report.ran == 2
-            assert len(scheduler._parsed) <= 2 * 2 * 2  # the bound under test
+            assert len(scheduler._parsed) <= 2 * 2  # the bound under test
     assert len(parsed) == len(set(parsed)) == 30  # each record parsed once: no thrashing
 
 
@@ -743,8 +743,8 @@ async def test_a_paused_type_filling_the_window_does_not_hold_up_other_types(
     store: Store, fakes: tuple[CheckRegistry, FakeCheck]
 ) -> None:
     """Ten due checks of a paused type sort before three of another type and fill the due
-    window (two batches of 2): the pass reads again without the paused type and runs the
-    others, and the report still counts what the pause held back."""
+    window (a batch of 2): the pass reads on without the paused type and runs the others, and
+    the report still counts what the pause held back."""
     registry, _check = fakes
     org = uuid.uuid4()
     paused_items = [
@@ -766,7 +766,7 @@ async def test_a_paused_type_filling_the_window_does_not_hold_up_other_types(
         report = await scheduler.run_pass()
         assert report.ran == 2
         assert {o.integration.integration_type for o in report.outcomes} == {"fake_blocking"}
-        assert report.paused == {"fake": 4}  # those the first window held
+        assert report.paused == {"fake": 2}  # those the first window held
         assert (await scheduler.run_pass()).ran == 1  # the third one
         assert (await scheduler.run_pass()).ran == 0  # only paused ones are left
 
@@ -776,8 +776,9 @@ async def test_integrations_switched_from_passive_do_not_hold_up_other_checks(
 ) -> None:
     """25 passive integrations whose sync system reported a moment ago are switched to active
     (their status rows have no next_check_at): they are not probed within the floor of those
-    outcomes, and — more than the due window (2 batches of 10) — they do not fill it and hold
-    up another integration's check that is due; once the floor has passed, they run."""
+    outcomes, and — more than the due window (a batch of 10) and the read-on (two) — they do
+    not fill it and hold up another integration's check that is due; once the floor has
+    passed, they run."""
     registry, check = fakes
     org = uuid.uuid4()
     clock = Clock(T0)
@@ -800,6 +801,41 @@ async def test_integrations_switched_from_passive_do_not_hold_up_other_checks(
             pass
     probed = [c.integration_id for c in check.calls]
     assert sorted(probed[1:]) == sorted(i.integration_id for i in synced)
+
+
+async def test_checks_held_by_their_floor_do_not_hold_up_the_checks_after_them(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """15 Xledger integrations (floor 30 min) switched from passive, their sync outcomes 20 min
+    old, are listed as due (the store applies the general floor, 15 min) but held back by the
+    planner: they fill the window (a batch of 10), so the pass reads on and runs the check due
+    after them."""
+    registry, _check = fakes
+    org = uuid.uuid4()
+    clock = Clock(T0)
+    [other] = await seed(store, 1)
+    scheduler = Scheduler(store, registry, clock=clock, options=SchedulerOptions(batch_size=10))
+    async with registry:
+        assert (await scheduler.run_pass()).ran == 1
+        held = [
+            XledgerConfig(
+                integration_id=uuid.uuid4(),
+                org_id=org,
+                name=f"xledger-{i}",
+                probe="network",
+                monitoring_mode=MonitoringMode.PASSIVE,
+            )
+            for i in range(15)
+        ]
+        await store.import_definitions([Organization(org, "Org")], [], to_records(held))
+        for item in held:
+            await record_sync_outcome(org, item.integration_id, ok=True, store=store, at=clock())
+        active = [i.model_copy(update={"monitoring_mode": MonitoringMode.ACTIVE}) for i in held]
+        await store.import_definitions([Organization(org, "Org")], [], to_records(active))
+        clock.advance(minutes=20)
+        assert len(await store.list_due(clock(), limit=10)) == 10  # all of them Xledger ones
+        report = await scheduler.run_pass()
+    assert [o.integration.integration_id for o in report.outcomes] == [other.integration_id]
 
 
 async def test_an_integration_switched_back_to_active_is_checked_again(
@@ -833,7 +869,7 @@ async def test_sync_outcomes_of_active_integrations_do_not_hold_up_other_checks(
     within the floor of those outcomes — and, however many they are, they do not fill the due
     window and starve another organisation's checks that are due."""
     registry, check = fakes
-    busy = await seed(store, 25)  # more than the due window (2 batches of 10)
+    busy = await seed(store, 25)  # more than the due window (a batch of 10), read on twice
     clock = Clock(T0)
     scheduler = Scheduler(store, registry, clock=clock, options=SchedulerOptions(batch_size=10))
     async with registry:

@@ -131,13 +131,15 @@ def default_worker_id() -> str:
 
 
 _PRUNE_EVERY = timedelta(hours=1)
-_DUE_WINDOW = 2
-"""A pass reads this many batches of due checks (earliest first) and plans one batch among
-them: room for checks held back (paused type, spent budget, floor not reached) and for the
-round robin across organisations. Each row read costs ~30 µs of this process's CPU (its jsonb
-config decoded, the record built and compared), so the window is kept small (it was 4)."""
+_READ_ON = 2
+"""A pass reads one batch of due checks (earliest first). Only when checks held back (paused
+type, spent budget, floor not reached) left the plan short of a full window does it read on,
+this many batches deep, leaving out the held types. Each row read costs ~15–35 µs of this
+process's CPU (decoded, its record built, compared with the parsed one): reading two batches
+for every pass, as before, made ~25 % of the scheduling's own CPU
+(``bench/scheduling_overhead.py``, docs/benchmarks.md run P)."""
 _PARSED_WINDOWS = 2
-"""The parse cache holds the rows of this many windows; beyond that, the entries added
+"""The parse cache holds the rows of this many batches; beyond that, the entries added
 longest ago (checks run passes ago) make room, see :meth:`Scheduler.parse`."""
 _PRUNE_BATCH = 10_000
 _PRUNE_BATCHES = 2
@@ -498,38 +500,38 @@ class Scheduler:
         # before they finish moves on to the checks after them. Our own claims are listed
         # while none of our passes runs: their results were dropped (or the pass failed), so
         # they run again; while one runs, they are its checks and are left out too.
-        window = most * _DUE_WINDOW
         claimed_since = at - timedelta(seconds=self.options.lease_s)
         mine = None if hide_own_claims else self.worker
         upcoming = await self.store.list_due(
             at + timedelta(seconds=self.options.warmup_s),
-            limit=window,
+            limit=most,
             claimed_since=claimed_since,
             claimed_by_me=mine,
         )
-        self._upcoming = (at, upcoming[:most])
+        self._upcoming = (at, upcoming)
         due = [d for d in upcoming if d.slot_at <= at]
         modes = await self._current_modes(at)
         budgets = self._budgets(at)
         candidates = [Candidate(self.parse(d.integration), d.status) for d in due]
         plan = plan_checks(candidates, at=at, type_modes=modes, budgets=budgets, max_checks=most)
         held = set(plan.paused) | {kind for kind, count in plan.deferred_budget.items() if count}
-        if held and len(upcoming) >= window and len(plan.run) < most:
-            # The window was full and checks of paused or budget-spent types took room in
-            # it: read the due checks of the other types, so that a vendor with more due
-            # checks than the window does not hold every other type up until its pause ends.
+        if (held or plan.not_yet) and len(upcoming) >= most and len(plan.run) < most:
+            # The window was full and checks held back (paused type, spent budget, floor not
+            # reached) took room in it: read on, without the held types, so that a vendor
+            # with more due checks than the window — or a head of checks waiting for their
+            # floor — does not hold every other check up until its pause or floor ends.
             more = await self.store.list_due(
                 at,
-                limit=window,
+                limit=most * _READ_ON,
                 exclude_types=held,
                 claimed_since=claimed_since,
                 claimed_by_me=mine,
             )
-            planned = {p.integration.integration_id for p in plan.run}
+            seen = {c.integration.integration_id for c in candidates}
             extra = [
                 Candidate(self.parse(d.integration), d.status)
                 for d in more
-                if d.integration.integration_id not in planned
+                if d.integration.integration_id not in seen
             ]
             left = dict(budgets)
             for p in plan.run:
@@ -555,18 +557,18 @@ class Scheduler:
     def parse(self, record: IntegrationRecord) -> Integration:
         """``registry.from_record(record)``, remembered while the stored record is unchanged.
 
-        Planning reads more due checks than one batch runs (room for budgets and fairness),
-        and warm-up reads them again, so the same records come back pass after pass; a
-        record compares equal (its columns and raw config) far faster than pydantic validates
-        it. References stay unresolved in the cache: secrets are resolved per check. The
-        cache holds the rows of ``_PARSED_WINDOWS`` windows at most, evicting the entries added
-        longest ago (the due window moves on by a batch per pass, so those are checks already
-        run), so its memory follows the batch size, not the number of integrations.
+        Warm-up parses the rows planning read, and the rows a pass does not run (held back,
+        or due only within the warm-up window) come back at the next pass; a record compares
+        equal (its columns and raw config) far faster than pydantic validates it. References
+        stay unresolved in the cache: secrets are resolved per check. The cache holds
+        ``_PARSED_WINDOWS`` batches of rows at most, evicting the entries added longest ago
+        (the due rows move on by a batch per pass, so those are checks already run), so its
+        memory follows the batch size, not the number of integrations.
         """
         cached = self._parsed.get(record.integration_id)
         if cached is not None and (cached[0] is record or cached[0] == record):
             return cached[1]
-        excess = len(self._parsed) + 1 - _PARSED_WINDOWS * _DUE_WINDOW * self.options.batch_size
+        excess = len(self._parsed) + 1 - _PARSED_WINDOWS * self.options.batch_size
         if excess > 0:  # dicts keep insertion order: the first keys are the oldest
             for key in list(itertools.islice(self._parsed, excess)):
                 del self._parsed[key]
