@@ -48,10 +48,11 @@ writer and checkpointer are not included), ``vendor CPU µs/check`` (the fake se
 processes, which share the machine's cores with the rest: a real vendor's cost is not on the
 monitor's machine), ``process CPU`` (share of one core), ``passes``. The scheduler and worker
 children load the TLS trust store before their time starts (warm-up loads it once per process,
-~50 ms of start-up; the runner child, on plain http, never loads one). The 1M-per-15-min target needs 1,111 checks/s per
-machine; the verdict lines say how far one process gets and how many would be needed at the
-measured CPU cost, and the ceiling line what no split of the work over processes could pass
-on this machine: its cores divided by the CPU per check of every process involved.
+~50 ms of start-up; the runner child, on plain http, never loads one). The 1M-per-15-min
+target needs 1,111 checks/s per machine; the verdict lines say how far one process gets and
+how many would be needed at the measured CPU cost, and the ceiling line what no split of the
+work over processes could pass on this machine: its cores divided by the CPU per check of
+every process involved.
 
     .venv/bin/python bench/end_to_end.py     # 10,000 integrations, 100 orgs, concurrency 100
 """
