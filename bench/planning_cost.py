@@ -16,7 +16,7 @@ The slot runs table holds a done run of every checked integration's previous slo
 
 Timed, ``--rounds`` times each (medians reported):
 
-- ``list_due``: ``PostgresStore.list_due(at, limit=2 × batch_size, claimed_since=at − lease)``
+- ``list_due``: ``PostgresStore.list_due(at, limit=batch_size, claimed_since=at − lease)``
   — the planning query plus turning rows into records (what ``Scheduler.plan`` asks for);
 - ``plan pass``: ``Scheduler.plan(at, report)`` — that query, the type modes, turning each
   record into its config model, and the pure planner (``batch_size`` checks chosen);
@@ -46,12 +46,7 @@ import psycopg
 
 from _servers import markdown_table
 from integration_health.checks import default_registry
-from integration_health.scheduling.scheduler import (
-    _DUE_WINDOW,
-    PassReport,
-    Scheduler,
-    SchedulerOptions,
-)
+from integration_health.scheduling.scheduler import PassReport, Scheduler, SchedulerOptions
 from integration_health.settings import Settings
 from integration_health.store import postgres as pg_module
 from integration_health.store.postgres import PostgresStore
@@ -200,7 +195,7 @@ async def measure(
     registry = default_registry(Settings(allow_private_networks=True))
     options = SchedulerOptions(batch_size=batch_size)
     scheduler = Scheduler(store, registry, options=options, clock=lambda: AT)
-    limit = _DUE_WINDOW * batch_size  # as Scheduler.plan asks
+    limit = batch_size  # as Scheduler.plan asks (it reads on only when checks are held back)
     claimed_since = AT - timedelta(seconds=options.lease_s)
     times: dict[str, list[float]] = {
         "list_due": [],
@@ -290,7 +285,7 @@ async def amain(args: argparse.Namespace) -> int:
     print(
         f"# planning_cost: sizes {', '.join(f'{n:,}' for n in args.sizes)}; due fraction "
         f"{args.due_fraction:.4f}; batch_size {args.batch_size} (list_due limit "
-        f"{_DUE_WINDOW * args.batch_size}, {args.claimed} due slots claimed); "
+        f"{args.batch_size}, {args.claimed} due slots claimed); "
         f"{args.rounds} rounds; load average {_loadavg()}",
         flush=True,
     )
