@@ -13,7 +13,9 @@ checked 16 minutes ago and due again). Variants, in fresh processes, alternated 
 
 - ``runner``: ``execute_checks(…)`` over the integrations loaded beforehand (not timed);
 - ``scheduler``: ``Scheduler.run`` on ``PostgresStore`` until a pass finds nothing left to plan
-  (as ``end_to_end.py``'s scheduler child, TLS trust store loaded beforehand).
+  (as ``end_to_end.py``'s scheduler child, TLS trust store loaded beforehand);
+- ``worker`` (``--worker``): one ``integration-health worker`` (procrastinate, tick 1 s, batches
+  of 50) until every slot is done, as ``end_to_end.py``'s worker child.
 
 Columns: process CPU per check (the figure to compare), wall time, and the scheduler's
 **overhead**: its CPU per check minus the runner's median. The minimum over the rounds is the
@@ -40,7 +42,7 @@ import end_to_end as e2e
 from _servers import markdown_table
 
 SCRIPT = str(Path(__file__).resolve())
-KINDS = ("runner", "scheduler")
+KINDS = ("runner", "scheduler", "worker")
 
 
 def _registry(concurrency: int) -> Any:
@@ -128,10 +130,74 @@ async def _child_scheduler(db: str, concurrency: int, batch: int) -> dict[str, A
         await store.aclose()
 
 
+async def _child_worker(db: str, concurrency: int, batch: int, expected: int) -> dict[str, Any]:
+    import psycopg  # noqa: PLC0415
+
+    from integration_health.scheduling import SchedulerOptions  # noqa: PLC0415
+    from integration_health.scheduling.distributed import (  # noqa: PLC0415
+        QUEUE,
+        build_app,
+        default_jobs,
+        ensure_procrastinate_schema,
+        make_runtime,
+        set_runtime,
+    )
+    from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
+
+    registry = _registry(concurrency)
+    await ensure_procrastinate_schema(db)
+    store = await PostgresStore.open(db)
+    runtime = make_runtime(store, registry, SchedulerOptions(batch_size=batch))
+    set_runtime(runtime)
+    app = build_app(db, tick_s=1)
+    try:
+        async with (
+            await psycopg.AsyncConnection.connect(db, autocommit=True) as watch,
+            registry,
+            app.open_async(),
+        ):
+            await registry.warm_up([])
+            gc.collect()
+            gc.freeze()
+            cpu0, t0 = time.process_time(), time.monotonic()
+            worker = asyncio.create_task(
+                app.run_worker_async(
+                    queues=[QUEUE],
+                    concurrency=default_jobs(concurrency),
+                    install_signal_handlers=False,
+                )
+            )
+            done = 0
+            while done < expected:  # as end_to_end.py's worker child: until every slot is done
+                await asyncio.sleep(0.05)
+                cursor = await watch.execute(
+                    "select count(*) from public.integration_check_runs where state = 'done'"
+                )
+                row = await cursor.fetchone()
+                done = int(row[0]) if row else 0
+                if worker.done():
+                    await worker
+                    raise RuntimeError("the worker stopped before every check was written")
+                if time.monotonic() - t0 > 600:
+                    raise RuntimeError("not finished after 600 s")
+            cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            await runtime.drain()
+    finally:
+        set_runtime(None)
+        await store.aclose()
+    return {"checks": done, "cpu_s": cpu, "wall_s": wall}
+
+
 def child(args: argparse.Namespace) -> None:
     e2e.logging_off()
     if args.child == "runner":
         result = asyncio.run(_child_runner(args.db, args.concurrency))
+    elif args.child == "worker":
+        result = asyncio.run(
+            _child_worker(args.db, args.concurrency, args.batch, args.integrations)
+        )
     else:
         result = asyncio.run(_child_scheduler(args.db, args.concurrency, args.batch))
     print("RESULT " + json.dumps(result), flush=True)
@@ -149,6 +215,8 @@ async def _run_child(kind: str, db: str, args: argparse.Namespace) -> dict[str, 
         str(args.concurrency),
         "--batch",
         str(args.batch),
+        "--integrations",
+        str(args.integrations),
     ]
     proc = await asyncio.create_subprocess_exec(
         *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -174,12 +242,13 @@ async def parent(args: argparse.Namespace) -> int:
     setup = argparse.Namespace(
         orgs=args.orgs, integrations=args.integrations, hung=0, checked=args.checked
     )
-    cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    kinds = KINDS if args.worker else KINDS[:2]
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
     rows = []
     try:
         template = await e2e._prepare(pg, "http://127.0.0.1:9", setup)  # never contacted
         for rnd in range(args.rounds):
-            for kind in KINDS if rnd % 2 == 0 else KINDS[::-1]:
+            for kind in kinds if rnd % 2 == 0 else kinds[::-1]:
                 db = template
                 if kind != "runner":
                     db = pg.create(f"ih_bench_overhead_{uuid.uuid4().hex[:12]}", template)
@@ -188,7 +257,7 @@ async def parent(args: argparse.Namespace) -> int:
                     if kind != "runner":
                         counts = pg.counts(db)
                         if set(counts.values()) != {args.integrations}:
-                            raise RuntimeError(f"the scheduler wrote {counts}")
+                            raise RuntimeError(f"the {kind} child wrote {counts}")
                 finally:
                     if db != template:
                         pg.drop(db)
@@ -209,17 +278,18 @@ async def parent(args: argparse.Namespace) -> int:
     finally:
         pg.drop_all()
     base = statistics.median(cpu["runner"])
-    for kind in KINDS:
+    for kind in kinds:
         rows.append(["median", kind, f"{statistics.median(cpu[kind]):,.1f}", "", ""])
         rows.append(["min", kind, f"{min(cpu[kind]):,.1f}", "", ""])
     print()
     print(markdown_table(["round", "variant", "CPU µs/check", "seconds", "loadavg"], rows, left=2))
     print()
-    print(
-        f"scheduling overhead (scheduler − runner median): median"
-        f" {statistics.median(cpu['scheduler']) - base:,.1f} µs/check, min"
-        f" {min(cpu['scheduler']) - base:,.1f} µs/check"
-    )
+    for kind in kinds[1:]:
+        print(
+            f"scheduling overhead ({kind} − runner median): median"
+            f" {statistics.median(cpu[kind]) - base:,.1f} µs/check, min"
+            f" {min(cpu[kind]) - base:,.1f} µs/check"
+        )
     return 0
 
 
@@ -234,6 +304,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--checked",
         action="store_true",
         help="the steady state: every integration checked 16 min ago and due again",
+    )
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="also one `integration-health worker` (procrastinate, tick 1 s), from its start"
+        " until every slot is done: its time includes waiting for the first tick",
     )
     parser.add_argument("--postgres", default=e2e.DEFAULT_PG, help=f"admin URL ({e2e.DEFAULT_PG})")
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)

@@ -45,10 +45,11 @@ CASES = {
             "--rounds",
             "1",
             "--checked",
+            "--worker",
             "--postgres",
             PG_ADMIN_URL,
         ],
-        ["scheduling overhead (scheduler − runner median)"],
+        ["scheduling overhead (scheduler − runner median)", "(worker − runner median)"],
     ),
     "planning_cost": (
         ["planning_cost.py", "--sizes", "2000", "--rounds", "1", "--admin-url", PG_ADMIN_URL],
