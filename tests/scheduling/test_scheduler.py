@@ -776,9 +776,9 @@ async def test_integrations_switched_from_passive_do_not_hold_up_other_checks(
 ) -> None:
     """25 passive integrations whose sync system reported a moment ago are switched to active
     (their status rows have no next_check_at): they are not probed within the floor of those
-    outcomes, and — more than the due window (a batch of 10) and the read-on (two) — they do
-    not fill it and hold up another integration's check that is due; once the floor has
-    passed, they run."""
+    outcomes, and — more than the due window (a batch of 10) and its read-on (two batches) —
+    they do not fill it and hold up another integration's check that is due; once the floor
+    has passed, they run."""
     registry, check = fakes
     org = uuid.uuid4()
     clock = Clock(T0)
