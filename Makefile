@@ -34,7 +34,7 @@ bench: install
 	$(PY) bench/load_run.py
 	$(PY) bench/planning_cost.py --rounds 5
 	$(PY) bench/end_to_end.py
-	$(PY) bench/scheduling_overhead.py --checked
+	$(PY) bench/end_to_end.py --instant --checked --worker --rounds 5
 	$(PY) bench/soak.py --integrations 10000 --slots 10
 
 bench-peers: install

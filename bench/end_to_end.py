@@ -35,6 +35,12 @@ ago (written with ``record_results`` into the template; its history rows are the
 the counts stay one per check run), so due rows carry their status, slots are real times, and
 writes update status rows instead of inserting them.
 
+``--instant`` makes every check healthy at once, without I/O (the fake vendor sits idle): what
+is left of a child's CPU is the runner's machinery and, for the others, the scheduling's own
+work — due rows, planning, configs, claims, writes, metrics. The lines "CPU per check above the
+runner's" then measure it; their minimum over rounds is the steadiest figure on a shared
+machine (contention only adds), the one to compare two versions of the code with.
+
 ``--hung F`` points every 1/F-th integration at a ``hang`` server (accepts, never answers),
 so those checks end at the deadline (``--timeout``, default the Settings' 10 s).
 
@@ -126,6 +132,28 @@ def _settings(concurrency: int, timeout_s: float | None) -> Any:
     return Settings(allow_private_networks=True, concurrency=concurrency, **extra)
 
 
+def _registry(args: argparse.Namespace) -> Any:
+    """The children's registry: the built-in adapters, or with ``--instant`` an ``http`` check
+    that is healthy at once, without I/O (the runner's machinery, lanes and deadline, stays)."""
+    from integration_health import HealthResult, default_registry  # noqa: PLC0415
+    from integration_health.adapters.http import HttpConfig  # noqa: PLC0415
+    from integration_health.checks import Adapter, CheckRegistry  # noqa: PLC0415
+
+    settings = _settings(args.concurrency, args.timeout)
+    if not args.instant:
+        return default_registry(settings)
+
+    class InstantCheck:
+        integration_type = "http"
+
+        async def check(self, org_id: UUID, config: HttpConfig) -> HealthResult:
+            await asyncio.sleep(0)  # one trip through the event loop, as any awaited I/O
+            return HealthResult.healthy(3)
+
+    check = InstantCheck()
+    return CheckRegistry([Adapter("http", HttpConfig, lambda _context: check)], settings=settings)
+
+
 async def _wait_line() -> str:
     return await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
@@ -181,13 +209,12 @@ def _freeze() -> None:
 
 
 async def _child_runner(args: argparse.Namespace) -> dict[str, Any]:
-    from integration_health import default_registry  # noqa: PLC0415
     from integration_health.policy import StatusRules  # noqa: PLC0415
     from integration_health.runner import execute_checks  # noqa: PLC0415
     from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
 
-    settings = _settings(args.concurrency, args.timeout)
-    registry = default_registry(settings)
+    registry = _registry(args)
+    settings = registry.settings
     store = await PostgresStore.open(args.db)
     try:
         records = await store.list_integrations()
@@ -220,13 +247,11 @@ async def _child_runner(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
-    from integration_health import default_registry  # noqa: PLC0415
     from integration_health.scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
     from integration_health.scheduling.scheduler import PassReport  # noqa: PLC0415
     from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
 
-    settings = _settings(args.concurrency, args.timeout)
-    registry = default_registry(settings)
+    registry = _registry(args)
     store = await PostgresStore.open(args.db)
     kinds: Counter[str] = Counter()
     passes = idle = 0
@@ -283,7 +308,6 @@ async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
 async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
     import psycopg  # noqa: PLC0415
 
-    from integration_health import default_registry  # noqa: PLC0415
     from integration_health.scheduling import SchedulerOptions  # noqa: PLC0415
     from integration_health.scheduling.distributed import (  # noqa: PLC0415
         QUEUE,
@@ -295,8 +319,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
     )
     from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
 
-    settings = _settings(args.concurrency, args.timeout)
-    registry = default_registry(settings)
+    registry = _registry(args)
     await ensure_procrastinate_schema(args.db)
     store = await PostgresStore.open(args.db)
     # ``--concurrency`` checks in flight (the registry's limit), in twice as many batches of
@@ -419,6 +442,7 @@ class Child:
             "--loop",
             self.args.loop,
             *(["--timeout", str(self.args.timeout)] if self.args.timeout is not None else []),
+            *(["--instant"] if self.args.instant else []),
         ]
         with self.log.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
@@ -660,7 +684,8 @@ async def parent(args: argparse.Namespace) -> int:
     print(
         f"# end_to_end: {args.integrations:,} http integrations in {args.orgs} orgs, concurrency"
         f" {args.concurrency}, scheduler batch {args.batch}, {args.rounds} rounds (order"
-        f" alternated){', every one checked before (steady state)' if args.checked else ''};"
+        f" alternated){', every one checked before (steady state)' if args.checked else ''}"
+        f"{', instant checks (no I/O)' if args.instant else ''};"
         f" {args.loop} event loop;"
         f" PostgreSQL {version}; Python {platform.python_version()},"
         f" {len(os.sched_getaffinity(0))} CPUs, loadavg {_loadavg()}"
@@ -776,6 +801,12 @@ def _report(
     print(markdown_table(headers, rows, left=2))
     print()
     _phases(runs)
+    for variant in labels[1:]:  # with --instant: the scheduling's own CPU per check
+        extra = [r["cpu_s"] / r["checks"] * 1e6 - cpu["runner"] for _, v, r in runs if v == variant]
+        print(
+            f"{variant}: CPU per check above the runner's median ({cpu['runner']:,.1f} µs):"
+            f" median {statistics.median(extra):,.1f} µs, min {min(extra):,.1f} µs"
+        )
     ratio = rate["scheduler+pg"] / rate["runner"]
     print(
         f"scheduler+pg / runner (medians): {ratio:.2f}× — "
@@ -899,6 +930,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="start from a monitor's steady state: every integration checked 16 min ago and"
         " due again (default: never checked, the first pass)",
+    )
+    parser.add_argument(
+        "--instant",
+        action="store_true",
+        help="every check is healthy at once, without I/O (the vendor sits idle): the CPU left"
+        " is the scheduling's own — steadier than the ratios for comparing two versions",
     )
     parser.add_argument(
         "--loop",

@@ -18,38 +18,24 @@ from tests.store.conftest import PG_ADMIN_URL, admin_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
+_END_TO_END = [
+    "end_to_end.py",
+    "--integrations",
+    "300",
+    "--orgs",
+    "3",
+    "--rounds",
+    "1",
+    "--worker",
+    "--postgres",
+    PG_ADMIN_URL,
+]
+
 CASES = {
-    "end_to_end": (
-        [
-            "end_to_end.py",
-            "--integrations",
-            "300",
-            "--orgs",
-            "3",
-            "--rounds",
-            "1",
-            "--worker",
-            "--checked",
-            "--postgres",
-            PG_ADMIN_URL,
-        ],
-        ["300/300/300", "worker+pg / runner"],
-    ),
-    "scheduling_overhead": (
-        [
-            "scheduling_overhead.py",
-            "--integrations",
-            "300",
-            "--orgs",
-            "3",
-            "--rounds",
-            "1",
-            "--checked",
-            "--worker",
-            "--postgres",
-            PG_ADMIN_URL,
-        ],
-        ["scheduling overhead (scheduler − runner median)", "(worker − runner median)"],
+    "end_to_end": ([*_END_TO_END, "--checked"], ["300/300/300", "worker+pg / runner"]),
+    "end_to_end --instant": (
+        [*_END_TO_END, "--instant"],
+        ["300/300/300", "worker+pg: CPU per check above the runner's median"],
     ),
     "planning_cost": (
         ["planning_cost.py", "--sizes", "2000", "--rounds", "1", "--admin-url", PG_ADMIN_URL],

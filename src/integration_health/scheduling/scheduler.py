@@ -137,7 +137,7 @@ type, spent budget, floor not reached) left the plan short of a full window does
 this many batches deep, leaving out the held types. Each row read costs ~15–35 µs of this
 process's CPU (decoded, its record built, compared with the parsed one): reading two batches
 for every pass, as before, made ~25 % of the scheduling's own CPU
-(``bench/scheduling_overhead.py``, docs/benchmarks.md run P)."""
+(``bench/end_to_end.py --instant``, docs/benchmarks.md run P)."""
 _PARSED_WINDOWS = 2
 """The parse cache holds the rows of this many batches; beyond that, the entries added
 longest ago (checks run passes ago) make room, see :meth:`Scheduler.parse`."""
