@@ -29,6 +29,7 @@ from integration_health.scheduling.distributed import (
     PLANNED_FOR_S,
     QUEUE,
     FeedPace,
+    LocalBatch,
     WorkerRuntime,
     build_app,
     decode_checks,
@@ -98,7 +99,10 @@ async def _worker_runtime(
 
 
 async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: PostgresStore) -> None:
-    """A batch run twice writes once; a batch whose worker died is re-planned after its lease."""
+    """A batch run twice writes once; a batch whose worker died is re-planned after its lease.
+
+    Planned 40 s ago by this process's clock, with a lease of 30 s: the planned batches are
+    too old to run without renewing their claims, the re-planned one is not."""
     registry, check, items = await _worker_runtime(pg_store, 120, lease_s=30)
     deferred: list[dict[str, Any]] = []
 
@@ -107,7 +111,7 @@ async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: Post
 
     try:
         async with registry:
-            now = utcnow()
+            now = utcnow() - timedelta(seconds=40)
             report = await plan_and_defer(defer, at=now)
             assert report.due == 120 and len(deferred) == 3  # batches of 50
             # planning again right away finds every slot claimed: nothing new deferred
@@ -129,13 +133,18 @@ async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: Post
         assert len(await pg_store.list_history(item.integration_id)) == 1
 
 
+@pytest.mark.parametrize("lease_s", [60.0, 3.0], ids=["young-claims", "claims-renewed"])
 async def test_a_batch_run_where_it_was_planned_uses_the_planned_integrations(
-    pg_store: PostgresStore, pg_url: str
+    pg_store: PostgresStore, pg_url: str, lease_s: float
 ) -> None:
     """The process that planned a batch runs it with the integrations it planned (no second
-    read); another process reads them from the store. An integration deleted after planning
-    is left out either way, and the rest of its batch runs."""
-    registry, check, items = await _worker_runtime(pg_store, 150, lease_s=60)
+    read); another process reads them from the store. Nothing is written for an integration
+    deleted after planning, and the rest of its batch runs.
+
+    With a lease long enough for the claims to outlast the batch (60 s, a 2 s deadline), the
+    planning process checks the deleted integration as planned, as the single-machine
+    scheduler would; with a short one (3 s) it renews the claims, which finds it deleted."""
+    registry, check, items = await _worker_runtime(pg_store, 150, lease_s=lease_s)
     deferred: list[dict[str, Any]] = []
 
     async def defer(*jobs: dict[str, Any]) -> None:
@@ -160,11 +169,11 @@ async def test_a_batch_run_where_it_was_planned_uses_the_planned_integrations(
             assert (await run_batch(**deferred[0])).written == 50
             assert (await run_batch(**deferred[1])).written == 49
             # another process (its own runtime, nothing planned there) reads the third
-            set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=60)))
+            set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=lease_s)))
             assert (await run_batch(**deferred[2])).written == 50
     finally:
         set_runtime(None)
-    assert len(check.calls) == 149
+    assert len(check.calls) == (150 if lease_s == 60 else 149)
     assert deleted in {i.integration_id for i in items}
     statuses = {s.integration_id: s.status for s in await pg_store.list_statuses()}
     assert deleted not in statuses
@@ -254,31 +263,68 @@ async def test_a_job_keeps_its_slot_while_the_process_is_at_capacity(
         assert len(await pg_store.list_history(item.integration_id)) == 1
 
 
-def test_planned_integrations_are_forgotten_after_a_while() -> None:
-    """Checks planned here but taken by another worker do not pile up: entries older than
-    PLANNED_FOR_S go at the next plan; planning one again renews it."""
+def test_planned_batches_are_forgotten_after_a_while() -> None:
+    """Batches planned here but taken by another worker do not pile up: entries older than
+    PLANNED_FOR_S go at the next plan; queueing one again renews it; a batch is taken once,
+    and not once it is older than PLANNED_FOR_S."""
     registry, _check, _ = fake_registry(settings=Settings(timeout_s=2))
     runtime = make_runtime(cast(Any, None), registry)
-    org = uuid.uuid4()
-    first, second, third = (
-        PlannedCheck(
-            FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}"),
-            slot_at=INITIAL_SLOT,
-            due_at=INITIAL_SLOT,
-        )
-        for i in range(3)
-    )
-    runtime.remember([first, second], now=100.0)
-    runtime.remember([first], now=100.0 + PLANNED_FOR_S)  # renewed
-    assert set(runtime.planned) == {
-        first.integration.integration_id,
-        second.integration.integration_id,
-    }
-    runtime.remember([third], now=100.0 + PLANNED_FOR_S + 0.5)
-    assert set(runtime.planned) == {
-        first.integration.integration_id,
-        third.integration.integration_id,
-    }
+
+    def batch(queued_at: float) -> LocalBatch:
+        return LocalBatch([], {}, claimed_at=INITIAL_SLOT, queued_at=queued_at)
+
+    runtime.remember({"a": batch(100.0), "b": batch(100.0)})
+    runtime.remember({"a": batch(100.0 + PLANNED_FOR_S)})  # renewed
+    assert set(runtime.planned) == {"a", "b"}
+    runtime.remember({"c": batch(100.0 + PLANNED_FOR_S + 0.5)})
+    assert set(runtime.planned) == {"a", "c"}
+    assert runtime.take("c", now=100.0 + PLANNED_FOR_S + 1) is not None
+    assert runtime.take("c", now=100.0 + PLANNED_FOR_S + 1) is None  # taken once
+    assert runtime.take("a", now=100.0 + 2 * PLANNED_FOR_S + 0.1) is None  # too old
+    assert runtime.planned == {}
+
+
+async def test_claims_young_enough_to_outlast_the_batch_are_not_renewed(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """A batch run by the process that planned it keeps the claims made when it was planned
+    (no renewal) while half the lease is left after the deadline; an older one renews them,
+    and so does another process (the claim time of the slots shows which)."""
+    registry, check, _items = await _worker_runtime(pg_store, 150, lease_s=60)
+    deferred: list[dict[str, Any]] = []
+
+    async def defer(*jobs: dict[str, Any]) -> None:
+        deferred.extend(jobs)
+
+    async def claimed_at(job: dict[str, Any]) -> set[datetime]:
+        ids = [q.integration_id for q in decode_checks(job["checks"])]
+        async with await psycopg.AsyncConnection.connect(pg_url) as conn:
+            cursor = await conn.execute(
+                "select distinct claimed_at from public.integration_check_runs "
+                "where integration_id = any(%s) and state = 'done'",
+                (ids,),
+            )
+            return {row[0] for row in await cursor.fetchall()}
+
+    try:
+        async with registry:
+            planned_at = utcnow() - timedelta(seconds=20)  # 60 / 2 - 2 = 28 s: young
+            await plan_and_defer(defer, at=planned_at, max_checks=100)
+            old_at = utcnow() - timedelta(seconds=29)  # older than 28 s
+            await plan_and_defer(defer, at=old_at, max_checks=50)
+            young, other, old = deferred
+            assert (await run_batch(**young)).written == 50
+            assert (await run_batch(**old)).written == 50
+            set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=60)))
+            assert (await run_batch(**other)).written == 50
+    finally:
+        set_runtime(None)
+    assert len(check.calls) == 150
+    assert await claimed_at(young) == {planned_at}
+    (renewed,) = await claimed_at(old)
+    assert renewed > old_at + timedelta(seconds=25)
+    (renewed,) = await claimed_at(other)
+    assert renewed > planned_at + timedelta(seconds=15)
 
 
 def test_checks_travel_as_one_string_and_back() -> None:

@@ -17,8 +17,10 @@ workers, on any machines; no other process is needed.
 - ``run_batch`` renews its claims (a batch that waited too long in the queue and was taken
   over is skipped), runs the checks with the runner's hard deadlines, and writes the results;
   each result completes its slot in the same transaction, or is discarded if the slot is no
-  longer this batch's. The process that planned a batch runs it with the integrations it
-  planned (:data:`PLANNED_FOR_S`); another reads them in one query.
+  longer this batch's. The process that planned a batch, running it within
+  :data:`PLANNED_FOR_S`, takes it as planned: the integrations it read, and claims young
+  enough to outlast the batch without renewal (:func:`run_batch`); another process reads the
+  integrations in one query and renews the claims.
 - A worker killed mid-batch (``SIGKILL``) leaves its slots claimed but not done: when the
   lease runs out the planner sees them due again and claims them under a new batch — so every
   (integration, slot) produces exactly one result, and nothing is lost.
@@ -45,7 +47,7 @@ from ..errors import ConfigError, StoreError, StoreUnavailable
 from ..model import HealthStatus, utcnow
 from ..policy import IntegrationState
 from ..store.base import Store
-from .planner import Integration, PlannedCheck
+from .planner import PlannedCheck
 from .scheduler import PassReport, Scheduler, SchedulerOptions, first_of
 
 __all__ = ["QUEUE", "WorkerRuntime", "build_app", "default_jobs", "ensure_procrastinate_schema"]
@@ -85,10 +87,11 @@ class WorkerRuntime:
     scheduler: Scheduler
     pace: FeedPace = field(default_factory=lambda: FeedPace())
     """The workers' pace as this process's planner measured it (kept across ticks)."""
-    planned: dict[UUID, tuple[Integration, float]] = field(default_factory=dict)
-    """Integrations this process planned and queued, with when (monotonic): a batch run by
-    the same process takes them from here instead of reading them again, see
-    :func:`run_batch`. Entries leave when their batch runs, or after :data:`PLANNED_FOR_S`."""
+    planned: dict[str, LocalBatch] = field(default_factory=dict)
+    """Batches this process planned and queued, by their ``checks`` argument: a batch run by
+    the same process takes its checks from here instead of decoding and reading them again,
+    see :func:`run_batch`. Entries leave when their batch runs, or after
+    :data:`PLANNED_FOR_S`."""
 
     background: set[asyncio.Task[PassReport]] = field(default_factory=set)
     """Batches whose job ended before their last checks did (:func:`run_batch_job`)."""
@@ -114,17 +117,39 @@ class WorkerRuntime:
         while self.background:
             await asyncio.gather(*list(self.background), return_exceptions=True)
 
-    def remember(self, held: list[PlannedCheck], now: float) -> None:
-        """Keep the integrations of queued checks; forget those queued too long ago."""
+    def remember(self, batches: Mapping[str, LocalBatch]) -> None:
+        """Keep the batches just queued (by their ``checks`` argument); forget those queued
+        more than :data:`PLANNED_FOR_S` before them."""
         planned = self.planned
-        while planned:
+        now = max((b.queued_at for b in batches.values()), default=None)
+        while planned and now is not None:
             first = next(iter(planned))
-            if now - planned[first][1] <= PLANNED_FOR_S:
+            if now - planned[first].queued_at <= PLANNED_FOR_S:
                 break
             del planned[first]
-        for p in held:
-            planned.pop(p.integration.integration_id, None)  # re-insert: keep time order
-            planned[p.integration.integration_id] = (p.integration, now)
+        for checks, batch in batches.items():
+            planned.pop(checks, None)  # re-insert: keep time order
+            planned[checks] = batch
+
+    def take(self, checks: str, now: float) -> LocalBatch | None:
+        """The batch queued here as ``checks``, if queued at most :data:`PLANNED_FOR_S`
+        before ``now`` (monotonic); it is forgotten either way."""
+        batch = self.planned.pop(checks, None)
+        if batch is None or now - batch.queued_at > PLANNED_FOR_S:
+            return None
+        return batch
+
+
+@dataclass(frozen=True)
+class LocalBatch:
+    """A batch as the process that planned and queued it knows it."""
+
+    checks: list[PlannedCheck]
+    previous: dict[UUID, IntegrationState | None]
+    claimed_at: datetime
+    """When its slots were claimed (the plan's time, scheduler clock)."""
+    queued_at: float
+    """When it was queued (monotonic)."""
 
 
 _runtime: WorkerRuntime | None = None
@@ -255,11 +280,15 @@ async def plan_and_defer(
     key = f"plan:{uuid.uuid4().hex}"
     held = await scheduler.claim(plan.run, worker=key, at=at, report=report)
     scheduler.note_starts(held, at)  # budgets are counted where they are planned
-    jobs = [
-        {"batch_key": key, "checks": encode_checks(held[start : start + BATCH_SIZE], previous)}
-        for start in range(0, len(held), BATCH_SIZE)
-    ]
-    runtime.remember(held, time.monotonic())
+    now = time.monotonic()
+    batches: dict[str, LocalBatch] = {}
+    for start in range(0, len(held), BATCH_SIZE):
+        checks = held[start : start + BATCH_SIZE]
+        ids = [p.integration.integration_id for p in checks]
+        batch = LocalBatch(checks, {i: previous.get(i) for i in ids}, at, now)
+        batches[encode_checks(checks, previous)] = batch
+    jobs = [{"batch_key": key, "checks": checks} for checks in batches]
+    runtime.remember(batches)
     if jobs:
         await defer(*jobs)
     await scheduler.finish_pass(report)
@@ -383,23 +412,53 @@ async def feed(
         await asyncio.sleep(poll_s)
 
 
-async def _planned(
-    runtime: WorkerRuntime, queued: list[_Queued], known: Mapping[UUID, Integration]
-) -> list[PlannedCheck]:
-    """The queued checks with their integrations: ``known`` ones as given, the others read
-    from the store (one query); integrations deleted since they were planned are left out."""
-    missing = [q.integration_id for q in queued if q.integration_id not in known]
-    records = await runtime.store.get_integrations(missing) if missing else {}
+async def _planned(runtime: WorkerRuntime, queued: list[_Queued]) -> list[PlannedCheck]:
+    """The queued checks with their integrations read from the store (one query);
+    integrations deleted since they were planned are left out."""
+    if not queued:
+        return []
+    records = await runtime.store.get_integrations([q.integration_id for q in queued])
     planned = []
     for q in queued:
-        integration = known.get(q.integration_id)
-        if integration is None:
-            record = records.get(q.integration_id)
-            if record is None:  # deleted since it was planned
-                continue
-            integration = runtime.scheduler.parse(record)
+        record = records.get(q.integration_id)
+        if record is None:  # deleted since it was planned
+            continue
+        integration = runtime.scheduler.parse(record)
         planned.append(PlannedCheck(integration, slot_at=q.slot_at, due_at=q.due_at))
     return planned
+
+
+async def _renew(
+    runtime: WorkerRuntime,
+    planned: list[PlannedCheck],
+    batch_key: str,
+    at: datetime,
+    report: PassReport,
+) -> list[PlannedCheck]:
+    """Renew the claims of ``planned``, a batch planned here; returns the checks whose slots
+    it still holds. An integration deleted since it was planned (its slot went with it) makes
+    the claim fail: the others are then claimed again, the deleted ones left out."""
+    scheduler = runtime.scheduler
+    try:
+        return await scheduler.claim(planned, worker=batch_key, at=at, report=report)
+    except StoreUnavailable:
+        raise
+    except StoreError:
+        stored = await runtime.store.get_integrations(
+            [p.integration.integration_id for p in planned]
+        )
+        kept = [p for p in planned if p.integration.integration_id in stored]
+        return await scheduler.claim(kept, worker=batch_key, at=at, report=report)
+
+
+def _claims_outlast(
+    batch: LocalBatch, at: datetime, options: SchedulerOptions, deadline_s: float
+) -> bool:
+    """Whether the claims of ``batch``, made at ``batch.claimed_at``, hold without renewal
+    for a run starting at ``at``: at least half the lease is left once its checks' deadline
+    has passed (nobody else can claim a slot before its lease runs out)."""
+    age_s = (at - batch.claimed_at).total_seconds()
+    return 0 <= age_s <= options.lease_s / 2 - deadline_s
 
 
 async def run_batch(
@@ -418,27 +477,22 @@ async def run_batch(
     scheduler = runtime.scheduler
     at = scheduler.clock()
     report = PassReport(at=at)
-    queued = decode_checks(checks) if items is None else _decode_items(items)
-    previous = {q.integration_id: q.previous for q in queued}
-    # Integrations planned by this process a moment ago are not read again (the usual case
-    # with one worker, and for the share of batches a worker takes of its own plans).
-    now = time.monotonic()
-    known: dict[UUID, Integration] = {}
-    for q in queued:
-        entry = runtime.planned.pop(q.integration_id, None)
-        if entry is not None and now - entry[1] <= PLANNED_FOR_S:
-            known[q.integration_id] = entry[0]
-    try:
-        planned = await _planned(runtime, queued, known)
-        held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
-    except StoreUnavailable:
-        raise
-    except StoreError:
-        if not known:
-            raise
-        # An integration planned here was deleted since (its slot went with it): read
-        # them all, leaving deleted ones out, and renew the claims of the others.
-        planned = await _planned(runtime, queued, {})
+    # A batch planned by this process a moment ago (the usual case with one worker, and the
+    # share of batches a worker takes of its own plans) is run as planned: its integrations
+    # are not read again, and its claims, still young, are not renewed. An integration
+    # deleted meanwhile is checked as planned, as the single-machine scheduler does; its
+    # slot went with it, so nothing is written for it.
+    local = runtime.take(checks, time.monotonic()) if items is None else None
+    if local is not None:
+        planned, previous = local.checks, local.previous
+        if _claims_outlast(local, at, scheduler.options, runtime.registry.settings.timeout_s):
+            held = planned
+        else:
+            held = await _renew(runtime, planned, batch_key, at, report)
+    else:
+        queued = decode_checks(checks) if items is None else _decode_items(items)
+        previous = {q.integration_id: q.previous for q in queued}
+        planned = await _planned(runtime, queued)
         held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
     if len(held) < len(planned):
         log.info(
@@ -498,7 +552,12 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
         raise ConfigError("the planning tick must be between 1 and 59 seconds")
     conninfo = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=conninfo),
+        # Autocommit: each of procrastinate's queries is one statement (a function call) and
+        # it opens no transaction of its own; without it every query of a pooled connection
+        # was wrapped in BEGIN and COMMIT, two more round trips (fetch and finish of every job).
+        # (Set by ``configure``: procrastinate also opens its listener's connection with the
+        # pool's keyword arguments plus ``autocommit=True``, which a second one would break.)
+        connector=procrastinate.PsycopgConnector(conninfo=conninfo, configure=_autocommit),
         worker_defaults={"queues": [QUEUE], "fetch_job_polling_interval": _FETCH_POLL_S},
     )
 
@@ -537,6 +596,10 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
         await fail_stalled(app)
 
     return app
+
+
+async def _autocommit(conn: Any) -> None:
+    await conn.set_autocommit(True)
 
 
 async def queue_depth(connector: Any) -> tuple[int, int]:
