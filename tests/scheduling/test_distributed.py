@@ -266,21 +266,23 @@ async def test_a_job_keeps_its_slot_while_the_process_is_at_capacity(
 def test_planned_batches_are_forgotten_after_a_while() -> None:
     """Batches planned here but taken by another worker do not pile up: entries older than
     PLANNED_FOR_S go at the next plan; queueing one again renews it; a batch is taken once,
-    and not once it is older than PLANNED_FOR_S."""
+    under the key it was queued with, and not once it is older than PLANNED_FOR_S."""
     registry, _check, _ = fake_registry(settings=Settings(timeout_s=2))
     runtime = make_runtime(cast(Any, None), registry)
 
     def batch(queued_at: float) -> LocalBatch:
-        return LocalBatch([], {}, claimed_at=INITIAL_SLOT, queued_at=queued_at)
+        return LocalBatch("plan:1", [], {}, claimed_at=INITIAL_SLOT, queued_at=queued_at)
 
     runtime.remember({"a": batch(100.0), "b": batch(100.0)})
     runtime.remember({"a": batch(100.0 + PLANNED_FOR_S)})  # renewed
     assert set(runtime.planned) == {"a", "b"}
     runtime.remember({"c": batch(100.0 + PLANNED_FOR_S + 0.5)})
     assert set(runtime.planned) == {"a", "c"}
-    assert runtime.take("c", now=100.0 + PLANNED_FOR_S + 1) is not None
-    assert runtime.take("c", now=100.0 + PLANNED_FOR_S + 1) is None  # taken once
-    assert runtime.take("a", now=100.0 + 2 * PLANNED_FOR_S + 0.1) is None  # too old
+    assert runtime.take("plan:1", "c", now=100.0 + PLANNED_FOR_S + 1) is not None
+    assert runtime.take("plan:1", "c", now=100.0 + PLANNED_FOR_S + 1) is None  # taken once
+    assert runtime.take("plan:1", "a", now=100.0 + 2 * PLANNED_FOR_S + 0.1) is None  # too old
+    runtime.remember({"d": batch(200.0)})
+    assert runtime.take("plan:2", "d", now=200.0) is None  # queued under another key
     assert runtime.planned == {}
 
 

@@ -131,11 +131,11 @@ class WorkerRuntime:
             planned.pop(checks, None)  # re-insert: keep time order
             planned[checks] = batch
 
-    def take(self, checks: str, now: float) -> LocalBatch | None:
-        """The batch queued here as ``checks``, if queued at most :data:`PLANNED_FOR_S`
-        before ``now`` (monotonic); it is forgotten either way."""
+    def take(self, batch_key: str, checks: str, now: float) -> LocalBatch | None:
+        """The batch queued here as ``checks`` under ``batch_key``, if queued at most
+        :data:`PLANNED_FOR_S` before ``now`` (monotonic); it is forgotten either way."""
         batch = self.planned.pop(checks, None)
-        if batch is None or now - batch.queued_at > PLANNED_FOR_S:
+        if batch is None or batch.batch_key != batch_key or now - batch.queued_at > PLANNED_FOR_S:
             return None
         return batch
 
@@ -144,6 +144,7 @@ class WorkerRuntime:
 class LocalBatch:
     """A batch as the process that planned and queued it knows it."""
 
+    batch_key: str
     checks: list[PlannedCheck]
     previous: dict[UUID, IntegrationState | None]
     claimed_at: datetime
@@ -285,7 +286,7 @@ async def plan_and_defer(
     for start in range(0, len(held), BATCH_SIZE):
         checks = held[start : start + BATCH_SIZE]
         ids = [p.integration.integration_id for p in checks]
-        batch = LocalBatch(checks, {i: previous.get(i) for i in ids}, at, now)
+        batch = LocalBatch(key, checks, {i: previous.get(i) for i in ids}, at, now)
         batches[encode_checks(checks, previous)] = batch
     jobs = [{"batch_key": key, "checks": checks} for checks in batches]
     runtime.remember(batches)
@@ -482,7 +483,7 @@ async def run_batch(
     # are not read again, and its claims, still young, are not renewed. An integration
     # deleted meanwhile is checked as planned, as the single-machine scheduler does; its
     # slot went with it, so nothing is written for it.
-    local = runtime.take(checks, time.monotonic()) if items is None else None
+    local = runtime.take(batch_key, checks, time.monotonic()) if items is None else None
     if local is not None:
         planned, previous = local.checks, local.previous
         if _claims_outlast(local, at, scheduler.options, runtime.registry.settings.timeout_s):
