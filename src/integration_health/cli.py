@@ -753,16 +753,19 @@ def worker(
     Built on procrastinate: each tick one worker plans, keeping the queue of batches as deep
     as the workers' measured pace needs for most of the tick; batches are claimed and run by
     any worker, each (integration, slot) exactly once even if a worker dies mid-batch.
+    When PostgreSQL becomes unreachable the worker waits for it and goes on (logged once).
     SIGTERM or Ctrl-C stops it gracefully (in-flight batches finish). On SQLite use
     `scheduler`.
     """
+    import signal  # noqa: PLC0415
+
     from .scheduling import SchedulerOptions  # noqa: PLC0415
     from .scheduling.distributed import (  # noqa: PLC0415 - optional dependency
-        QUEUE,
         build_app,
         default_jobs,
         ensure_procrastinate_schema,
         make_runtime,
+        run_worker,
         set_runtime,
     )
 
@@ -792,7 +795,12 @@ def worker(
                         " SIGTERM or Ctrl-C to stop)"
                     )
                     _freeze_startup_heap()
-                    await app.run_worker_async(queues=[QUEUE], concurrency=jobs)
+                    stop = asyncio.Event()
+                    running = asyncio.get_running_loop()
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        running.add_signal_handler(sig, stop.set)
+                    # runs until SIGTERM/Ctrl-C, riding out PostgreSQL outages
+                    await run_worker(app, jobs=jobs, stop=stop)
                     # batches whose job ended first finish here (bounded by the deadline)
                     await runtime.drain()
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -746,3 +747,66 @@ def test_three_worker_processes_and_a_sigkill(
         == 1
     )
     assert fake.count("/ok") >= 3000
+
+
+class _StoppingApp:
+    """Stands in for procrastinate's App: its worker fails ``failures`` times (raising what
+    procrastinate raises when a query fails), then runs until cancelled."""
+
+    def __init__(self, failures: list[BaseException | None]) -> None:
+        self.failures = failures
+        self.starts = 0
+        self.cancelled = False
+
+    async def run_worker_async(self, **options: Any) -> None:
+        assert options["install_signal_handlers"] is False
+        self.starts += 1
+        if self.failures:
+            failure = self.failures.pop(0)
+            if failure is not None:
+                raise failure
+            return  # stopped by itself (a side task failed), as procrastinate does
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+async def test_run_worker_starts_a_stopped_worker_again_until_asked_to_stop(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that stops by itself (database errors) is started again, backing off, with
+    one warning for the outage and one once it runs again; a bug is logged as an error and
+    retried too; the stop event cancels the running worker (procrastinate's graceful stop)."""
+    from procrastinate.exceptions import ConnectorException
+
+    import integration_health.scheduling.distributed as distributed
+
+    monkeypatch.setattr(distributed, "RUNNING_AGAIN_S", 0.2)
+    lost = ConnectorException("Database error.")
+    lost.__cause__ = psycopg.OperationalError("connection to server at 127.0.0.1 refused")
+    app = _StoppingApp([lost, None, lost])
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="integration_health")
+    task = asyncio.create_task(distributed.run_worker(app, jobs=3, stop=stop, restart_max_s=0.1))
+    await asyncio.wait_for(_until(lambda: "worker running again" in caplog.text), 10)
+    assert app.starts == 4
+    stop.set()
+    assert await asyncio.wait_for(task, 5) == 3
+    assert app.cancelled
+    assert caplog.text.count("worker lost PostgreSQL") == 1
+    assert "connection to server at 127.0.0.1 refused" in caplog.text
+    # a failure that is not the database's: logged as an error, and started again
+    app = _StoppingApp([RuntimeError("a bug")])
+    stop = asyncio.Event()
+    task = asyncio.create_task(distributed.run_worker(app, jobs=3, stop=stop, restart_max_s=0.1))
+    await asyncio.wait_for(_until(lambda: app.starts == 2), 10)
+    stop.set()
+    assert await asyncio.wait_for(task, 5) == 1
+    assert "the worker failed: RuntimeError: a bug" in caplog.text
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

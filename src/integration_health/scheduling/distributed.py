@@ -24,6 +24,10 @@ workers, on any machines; no other process is needed.
 - A worker killed mid-batch (``SIGKILL``) leaves its slots claimed but not done: when the
   lease runs out the planner sees them due again and claims them under a new batch — so every
   (integration, slot) produces exactly one result, and nothing is lost.
+- A worker that loses PostgreSQL keeps running: procrastinate stops its worker when a query
+  of its own fails (its listener's, its heartbeat's, its fetch), so :func:`run_worker` starts
+  it again, backing off, until the database answers — logging the outage once, not each
+  attempt — and stops only when asked to (SIGTERM, Ctrl-C).
 - Finished jobs do not pile up: the planner deletes the succeeded jobs of this queue each
   tick (failed ones are kept for inspection; periodic-defer bookkeeping is left alone), and
   marks failed the jobs that killed workers left ``doing`` (:func:`fail_stalled`).
@@ -601,6 +605,123 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
 
 async def _autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
+
+
+RESTART_MAX_S = 30.0
+"""Longest wait between two starts of a worker that keeps stopping (database down)."""
+RUNNING_AGAIN_S = 10.0
+"""A restarted worker that has run this long without stopping is running again (logged)."""
+
+
+class _DatabaseErrors(logging.Filter):
+    """Keeps procrastinate's database errors out of the log while :func:`run_worker` deals
+    with them: each failed query is logged by procrastinate with a traceback (several per
+    outage, each ending in ``Database error.``); the outage is logged once instead, with the
+    error recorded here. Kept at debug level (``INTEGRATION_HEALTH_LOG_LEVEL=debug``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+        """The last database error seen (its cause, in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None or not _is_database_error(error):
+            return True
+        self.last = _one_line(error)
+        return logging.getLogger("integration_health").isEnabledFor(logging.DEBUG)
+
+
+def _is_database_error(error: BaseException) -> bool:
+    from procrastinate.exceptions import ConnectorException  # noqa: PLC0415
+
+    return isinstance(error, ConnectorException)
+
+
+def _one_line(error: BaseException) -> str:
+    """A database error's cause in one line (procrastinate's own text is ``Database error.``;
+    psycopg's names the server, never a password)."""
+    cause = error.__cause__ or error
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return f"{type(cause).__name__}: {text}"
+
+
+async def run_worker(
+    app: Any, *, jobs: int, stop: asyncio.Event, restart_max_s: float = RESTART_MAX_S
+) -> int:
+    """Run procrastinate's worker on :data:`QUEUE` (``jobs`` at once) until ``stop`` is set;
+    returns how many times it had to be started again.
+
+    procrastinate stops its worker when one of its queries fails — PostgreSQL restarted or
+    unreachable — and would let the process exit as if asked to. Here it is started again,
+    waiting 1 s, then twice as long each time it stops again (at most ``restart_max_s``; back
+    to 1 s once a worker has run :data:`RUNNING_AGAIN_S`), until the database answers. The
+    outage is logged once when it starts (a warning naming the error) and once when a worker
+    has run :data:`RUNNING_AGAIN_S` again; a failure that is not the database's is logged as
+    an error each time. Batches running meanwhile finish as a stopping worker's do; results
+    that could not be written are checked again after their claims' lease. When ``stop`` is
+    set the worker stops gracefully: the jobs it runs finish first."""
+    errors = _DatabaseErrors()
+    # A logger's filters apply to its own records only, not to its children's.
+    loggers = [logging.getLogger(f"procrastinate.{name}") for name in _PROCRASTINATE_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(errors)
+    restarts = 0
+    first_wait_s = wait_s = min(1.0, restart_max_s)
+    down_since: float | None = None
+    try:
+        while not stop.is_set():
+            worker = asyncio.create_task(
+                app.run_worker_async(
+                    queues=[QUEUE], concurrency=jobs, install_signal_handlers=False
+                )
+            )
+            started = time.monotonic()
+            while not worker.done() and not stop.is_set():
+                await first_of(worker, stop.wait(), asyncio.sleep(RUNNING_AGAIN_S))
+                now = time.monotonic()
+                if now - started >= RUNNING_AGAIN_S:
+                    wait_s = first_wait_s
+                    if down_since is not None:
+                        log.warning(
+                            "worker running again (PostgreSQL lost %.0f s ago; no failure "
+                            "for %.0f s)",
+                            now - down_since,
+                            now - started,
+                        )
+                        down_since = None
+            if not worker.done():  # asked to stop: procrastinate stops gracefully
+                worker.cancel()
+                await asyncio.gather(worker, return_exceptions=True)
+                break
+            error = None if worker.cancelled() else worker.exception()
+            if error is not None and not _is_database_error(error):
+                log.error(
+                    "the worker failed: %s: %s (started again in %g s)",
+                    type(error).__name__,
+                    error,
+                    wait_s,
+                )
+            elif down_since is None:
+                down_since = time.monotonic()
+                log.warning(
+                    "worker lost PostgreSQL (%s): started again when it answers, every %g to %g s",
+                    _one_line(error) if error is not None else errors.last or "no detail",
+                    wait_s,
+                    restart_max_s,
+                )
+            restarts += 1
+            await first_of(stop.wait(), asyncio.sleep(wait_s))
+            wait_s = min(restart_max_s, wait_s * 2)
+    finally:
+        for logger in loggers:
+            logger.removeFilter(errors)
+    return restarts
+
+
+_PROCRASTINATE_LOGGERS = ("worker", "worker.worker", "utils", "manager", "periodic", "app")
+"""procrastinate's loggers that report its database errors (``worker.worker``: the worker's
+own, named after it)."""
 
 
 async def queue_depth(connector: Any) -> tuple[int, int]:
