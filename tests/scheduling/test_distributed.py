@@ -810,3 +810,26 @@ async def test_run_worker_starts_a_stopped_worker_again_until_asked_to_stop(
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+async def test_run_worker_logs_an_error_of_the_sql_itself_as_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A query refused for its own sake (here a missing privilege) is not an outage: it is
+    logged as the worker's failure, with its text, each time."""
+    from procrastinate.exceptions import ConnectorException
+
+    import integration_health.scheduling.distributed as distributed
+
+    refused = ConnectorException("Database error.")
+    refused.__cause__ = psycopg.errors.InsufficientPrivilege("permission denied for table jobs")
+    app = _StoppingApp([refused, refused])
+    stop = asyncio.Event()
+    caplog.set_level(logging.INFO, logger="integration_health")
+    task = asyncio.create_task(distributed.run_worker(app, jobs=3, stop=stop, restart_max_s=0.05))
+    await asyncio.wait_for(_until(lambda: app.starts == 3), 10)
+    stop.set()
+    assert await asyncio.wait_for(task, 5) == 2
+    failed = "the worker failed: InsufficientPrivilege: permission denied for table jobs"
+    assert caplog.text.count(failed) == 2
+    assert "worker lost PostgreSQL" not in caplog.text

@@ -614,7 +614,7 @@ RUNNING_AGAIN_S = 10.0
 
 
 class _DatabaseErrors(logging.Filter):
-    """Keeps procrastinate's database errors out of the log while :func:`run_worker` deals
+    """Keeps procrastinate's connection errors out of the log while :func:`run_worker` deals
     with them: each failed query is logged by procrastinate with a traceback (several per
     outage, each ending in ``Database error.``); the outage is logged once instead, with the
     error recorded here. Kept at debug level (``INTEGRATION_HEALTH_LOG_LEVEL=debug``)."""
@@ -633,14 +633,19 @@ class _DatabaseErrors(logging.Filter):
 
 
 def _is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` is procrastinate's report of a lost or refused connection (an
+    error of the SQL itself, such as a missing privilege, is not: it is logged as it is)."""
+    import psycopg  # noqa: PLC0415 - optional dependency
     from procrastinate.exceptions import ConnectorException  # noqa: PLC0415
 
-    return isinstance(error, ConnectorException)
+    return isinstance(error, ConnectorException) and isinstance(
+        error.__cause__, psycopg.OperationalError | psycopg.InterfaceError
+    )
 
 
 def _one_line(error: BaseException) -> str:
-    """A database error's cause in one line (procrastinate's own text is ``Database error.``;
-    psycopg's names the server, never a password)."""
+    """An error in one line, by its cause if it has one (procrastinate's own text is
+    ``Database error.``; psycopg's names the server, never a password)."""
     cause = error.__cause__ or error
     text = " ".join(str(cause).split()) or type(cause).__name__
     return f"{type(cause).__name__}: {text}"
@@ -696,12 +701,7 @@ async def run_worker(
                 break
             error = None if worker.cancelled() else worker.exception()
             if error is not None and not _is_database_error(error):
-                log.error(
-                    "the worker failed: %s: %s (started again in %g s)",
-                    type(error).__name__,
-                    error,
-                    wait_s,
-                )
+                log.error("the worker failed: %s (started again in %g s)", _one_line(error), wait_s)
             elif down_since is None:
                 down_since = time.monotonic()
                 log.warning(
