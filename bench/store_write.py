@@ -1,7 +1,7 @@
 """PostgreSQL store: write throughput, pruning-trigger cost as history grows, RLS read cost.
 
 Runs against a PostgreSQL server (default ``postgresql://postgres@127.0.0.1:5432/postgres``,
-a superuser: the bench creates and drops its own databases) and prints three tables:
+a superuser: the bench creates and drops its own databases) and prints four tables:
 
 1. **Writes** — ``--results`` results (one per integration, ``--batch`` per call), written by
    ``PostgresStore.record_results`` and by two hand-written raw SQL ceilings doing the same
@@ -10,11 +10,18 @@ a superuser: the bench creates and drops its own databases) and prints three tab
    statement per batch, no Python prep in the timing) and ``raw COPY`` (binary COPY into a
    temp table, then upsert + insert from it, one transaction per batch). Rounds alternate;
    medians are compared: ``store / fastest raw`` (throughput ratio, target ≥ 0.8).
-2. **Pruning trigger** — history holding 96 rows for each of 1,000 and of ``--scale``
+2. **Slotted writes** (``--parts slots``) — the scheduler's and workers' batches: results
+   that each complete a claimed slot, ``--slot-batch`` per call (a worker's batch: 50).
+   ``one statement`` is ``record_results`` (the slots completed and the results written in
+   one statement); ``transaction`` is what it did before, and still does for a batch with two
+   results of one integration (``BEGIN``, complete the slots, write what they accept,
+   ``COMMIT``). Rounds alternate; per result: wall time, this process's CPU and the
+   PostgreSQL backends' CPU (``/proc``).
+3. **Pruning trigger** — history holding 96 rows for each of 1,000 and of ``--scale``
    integrations; the per-insert cost of single-row inserts (a server-side loop, so no round
    trips are measured) with the trigger on and off, and of one 1,000-row insert. Target:
    per-insert cost at ``--scale`` ≤ 1.5× the cost at 1,000.
-3. **Dashboard read under RLS** — the current status of one organisation's 1,000
+4. **Dashboard read under RLS** — the current status of one organisation's 1,000
    integrations (among ``--scale`` / 1,000 organisations), read inside a transaction as
    ``authenticated`` with JWT claims (as PostgREST does) and as ``service_role``.
    Target: ≤ 1.3× slower.
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import time
@@ -42,7 +50,8 @@ import psycopg
 from integration_health import HealthResult, HealthStatus
 from integration_health.model import ErrorCode
 from integration_health.store import ResultWrite
-from integration_health.store.postgres import PostgresStore, _batch_params
+from integration_health.store.base import SlotClaim
+from integration_health.store.postgres import PostgresStore, _batch_params, _complete_slots
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
 
@@ -554,6 +563,93 @@ async def bench_rls(url: str, reads: int) -> tuple[str, float]:
     return text, ratio
 
 
+def backends_cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) of these PostgreSQL backends so far (Linux ``/proc``)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # gone, or PostgreSQL on another machine
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def bench_slots(url: str, results: int, batch: int, rounds: int) -> str:
+    keys = await seed(url, results)
+    store = await PostgresStore.open(url)
+    watch = await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+    async def one_statement(part: list[ResultWrite]) -> int:
+        return await store.record_results(part)
+
+    async def transaction(part: list[ResultWrite]) -> int:
+        async def write(conn: psycopg.AsyncConnection[Any]) -> int:
+            async with conn.transaction():
+                accepted = await _complete_slots(conn, part, part)
+                await conn.execute(*_batch_params(accepted))
+                return len(accepted)
+
+        return await store._run(write)
+
+    methods = {"one statement": one_statement, "transaction": transaction}
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in methods}
+    try:
+        await store.record_results(make_writes(keys, T0))  # warm-up: every status row exists
+        minute = 0
+        for round_ in range(rounds):
+            for name in methods if round_ % 2 == 0 else list(methods)[::-1]:
+                minute += 15
+                slot = T0 + timedelta(minutes=minute)
+                claims = [SlotClaim(org, integration, slot) for org, integration in keys]
+                for part in chunks(claims, 1000):
+                    await store.claim_slots(part, worker="w", at=slot, lease_s=600)
+                writes = [
+                    ResultWrite(**{**w.__dict__, "slot_at": slot, "worker": "w", "drift_ms": 5})
+                    for w in make_writes(keys, slot + timedelta(seconds=1))
+                ]
+                cur = await watch.execute(
+                    "select pid from pg_stat_activity where datname = current_database()"
+                )
+                pids = [row[0] for row in await cur.fetchall()]
+                pg0, cpu0, wall0 = backends_cpu_s(pids), time.process_time(), time.perf_counter()
+                written = 0
+                for part in chunks(writes, batch):
+                    written += await methods[name](part)
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                pg = backends_cpu_s(pids) - pg0
+                if written != results:
+                    raise RuntimeError(f"{name}: {written} of {results} results written")
+                figures[name].append((wall, cpu, pg))
+    finally:
+        await watch.close()
+        await store.aclose()
+    rows = []
+    for name, runs in figures.items():
+        per = [[1e6 * value / results for value in run] for run in runs]
+        rows.append(
+            [
+                name,
+                " / ".join(f"{w:.0f}" for w, _, _ in per),
+                f"{statistics.median(w for w, _, _ in per):.0f}",
+                f"{statistics.median(c for _, c, _ in per):.0f}",
+                f"{statistics.median(p for _, _, p in per):.0f}",
+            ]
+        )
+    text = table(
+        [
+            "method",
+            "wall µs/result per round",
+            "median wall µs",
+            "median Python CPU µs",
+            "median PostgreSQL CPU µs",
+        ],
+        rows,
+    )
+    return text + f"\n\n{results:,} results with slots, batches of {batch}, {rounds} rounds."
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
@@ -563,8 +659,11 @@ async def main() -> None:
     parser.add_argument("--scale", type=int, default=100_000)
     parser.add_argument("--inserts", type=int, default=5_000)
     parser.add_argument("--reads", type=int, default=300)
+    parser.add_argument("--slot-batch", type=int, default=50, help="results per call (slots)")
     parser.add_argument(
-        "--parts", default="writes,trigger,rls", help="comma-separated: writes,trigger,rls"
+        "--parts",
+        default="writes,slots,trigger,rls",
+        help="comma-separated: writes,slots,trigger,rls",
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -586,6 +685,17 @@ async def main() -> None:
             await store.aclose()
             text, _ = await bench_writes(url, args.results, args.batch, args.rounds)
             print("## Writes\n\n" + text + "\n")
+        finally:
+            await drop_db(args.url, name)
+
+    if "slots" in parts:
+        name, url = await create_db(args.url)
+        try:
+            store = await PostgresStore.open(url)
+            await store.upgrade()
+            await store.aclose()
+            text = await bench_slots(url, args.results, args.slot_batch, args.rounds)
+            print("## Slotted writes\n\n" + text + "\n")
         finally:
             await drop_db(args.url, name)
 

@@ -73,9 +73,9 @@ CASES = {
             "--scale",
             "1000",
             "--parts",
-            "writes",
+            "writes,slots",
         ],
-        ["store throughput / fastest raw"],
+        ["store throughput / fastest raw", "200 results with slots, batches of 50"],
     ),
     "load_run": (
         ["load_run.py", "--integrations", "300", "--postgres", PG_ADMIN_URL],

@@ -493,6 +493,46 @@ async def test_slots_run_once(store: Store) -> None:
     assert await store.claim_slots([slot], worker="c", at=T0 + timedelta(hours=1), lease_s=60) == []
 
 
+async def test_a_batch_writes_only_the_results_whose_slots_its_writer_holds(
+    store: Store,
+) -> None:
+    """In one batch: slots the writer holds are completed and their results written; a slot
+    another worker holds, and one already done, write nothing — neither status nor history —
+    and the answer counts what was written. Also with two results of one integration in the
+    batch (each for its own slot)."""
+    org, items = await seeded(store, "held", "other", "done", "twice")
+    held, other, done, twice = items
+    later = T0 + timedelta(minutes=15)
+    claims = [SlotClaim(org, i.integration_id, T0) for i in items]
+    assert await store.claim_slots(claims[:1] + claims[2:], worker="a", at=T0, lease_s=60)
+    assert await store.claim_slots([claims[1]], worker="b", at=T0, lease_s=60)
+    assert await store.claim_slots(
+        [SlotClaim(org, twice.integration_id, later)], worker="a", at=T0, lease_s=60
+    )
+
+    def slotted(item: IntegrationRecord, slot_at: datetime, seconds: int) -> ResultWrite:
+        base = write(item, HealthStatus.DEGRADED, at=slot_at + timedelta(seconds=seconds))
+        return ResultWrite(**{**base.__dict__, "slot_at": slot_at, "worker": "a"})
+
+    assert await store.record_results([slotted(done, T0, 1)]) == 1
+    batch = [slotted(i, T0, 2) for i in (held, other, done)]
+    assert await store.record_results(batch) == 1  # held only
+    statuses = {s.integration_id: s for s in await store.list_statuses(org)}
+    assert set(statuses) == {held.integration_id, done.integration_id}
+    assert statuses[done.integration_id].checked_at == T0 + timedelta(seconds=1)
+    assert [len(await store.list_history(i.integration_id)) for i in items] == [1, 0, 1, 0]
+    # two results of one integration in one batch, each completing its own slot
+    pair = [slotted(twice, T0, 3), slotted(twice, later, 3)]
+    assert await store.record_results(pair) == 2
+    assert await store.record_results(pair) == 0  # both slots done now
+    assert len(await store.list_history(twice.integration_id)) == 2
+    (status,) = [
+        s for s in await store.list_statuses(org) if s.integration_id == twice.integration_id
+    ]
+    assert status.checked_at == later + timedelta(seconds=3)
+    assert status.consecutive_failures == 0  # degraded, not unreachable
+
+
 async def test_expired_claims_are_taken_over(store: Store) -> None:
     """A claim older than the lease (its worker died) can be taken over; then only the new
     holder's result counts."""

@@ -235,31 +235,25 @@ _INTEGRATION_COLUMNS = (
     "id, org_id, integration_type, name, config, enabled, monitoring_mode, check_interval_s"
 )
 
-# One statement, one round trip: upsert the newest result per integration, then append every
-# result to the history. The history insert waits for the upsert (its WHERE reads the CTE), so
-# each writer locks the status rows first, in integration_id order: writers of the same
-# integration queue on that row lock, and two batches cannot deadlock.
-#
-# consecutive_failures: the batch's trailing run of unreachable results (computed in Python
-# from the batch), plus the stored count when the whole batch was unreachable — added under
-# the row lock, so concurrent writers never lose a failure. Integrations whose run inside the
-# batch was interrupted by a success are listed in `broken` (empty in the usual batch of one
-# result per integration).
-_RECORD_RESULTS = """
-with upserted as (
+# The status columns of a batch, one array each (see _batch_params).
+_STATUS_UNNEST = """unnest(
+        %(s_integration_id)b::uuid[], %(s_org_id)b::uuid[], %(s_integration_type)b::text[],
+        %(s_status)b::text[], %(s_latency_ms)b::int[], %(s_checked_at)b::timestamptz[],
+        %(s_error)b::text[], %(s_error_code)b::text[], %(s_failures)b::int[],
+        %(s_healthy_at)b::timestamptz[], %(s_next_check_at)b::timestamptz[],
+        %(s_details)b::jsonb[], %(s_source)b::text[]
+    )"""
+
+# The status upsert of one result per integration, from ``{rows}`` (the status columns in
+# order), as a CTE.
+_UPSERT_STATUS = """upserted as (
     insert into public.integration_health_status as current (
         integration_id, org_id, integration_type, status, latency_ms, checked_at, error,
         error_code, consecutive_failures, last_healthy_at, next_check_at, details, source,
         updated_at
     )
     select s.*, now()
-    from unnest(
-        %(s_integration_id)b::uuid[], %(s_org_id)b::uuid[], %(s_integration_type)b::text[],
-        %(s_status)b::text[], %(s_latency_ms)b::int[], %(s_checked_at)b::timestamptz[],
-        %(s_error)b::text[], %(s_error_code)b::text[], %(s_failures)b::int[],
-        %(s_healthy_at)b::timestamptz[], %(s_next_check_at)b::timestamptz[],
-        %(s_details)b::jsonb[], %(s_source)b::text[]
-    ) as s
+    from {rows}
     on conflict (integration_id) do update set
         integration_type = excluded.integration_type,
         status = excluded.status,
@@ -284,10 +278,25 @@ with upserted as (
         updated_at = excluded.updated_at
     where current.checked_at <= excluded.checked_at
     returning 1
-)
-insert into public.integration_health_history (
+)"""
+
+_INSERT_HISTORY = """insert into public.integration_health_history (
     org_id, integration_id, status, latency_ms, checked_at, error, error_code
-)
+)"""
+
+# One statement, one round trip: upsert the newest result per integration, then append every
+# result to the history. The history insert waits for the upsert (its WHERE reads the CTE), so
+# each writer locks the status rows first, in integration_id order: writers of the same
+# integration queue on that row lock, and two batches cannot deadlock.
+#
+# consecutive_failures: the batch's trailing run of unreachable results (computed in Python
+# from the batch), plus the stored count when the whole batch was unreachable — added under
+# the row lock, so concurrent writers never lose a failure. Integrations whose run inside the
+# batch was interrupted by a success are listed in `broken` (empty in the usual batch of one
+# result per integration).
+_RECORD_RESULTS = f"""
+with {_UPSERT_STATUS.format(rows=_STATUS_UNNEST + " as s")}
+{_INSERT_HISTORY}
 select h.*
 from unnest(
     %(h_org_id)b::uuid[], %(h_integration_id)b::uuid[], %(h_status)b::text[],
@@ -301,6 +310,41 @@ where (select count(*) from upserted) >= 0
 # and the history insert reads the status arrays (a placeholder used twice is sent once) —
 # 7 arrays fewer to build and send per batch.
 _RECORD_RESULTS_ONE_EACH = _RECORD_RESULTS.replace("%(h_", "%(s_")
+
+# The usual batch of the scheduler and the workers: one result per integration, each for a
+# slot. One statement (one round trip, in autocommit) completes the slots whose claim the
+# writer still holds and writes only their results — what a transaction of _COMPLETE_SLOTS and
+# _RECORD_RESULTS_ONE_EACH does in four round trips (BEGIN, two statements, COMMIT). As there,
+# the slot rows are locked first, then the status rows. The history rows inserted are the
+# results written.
+_RECORD_SLOTTED = f"""
+with done as (
+    update public.integration_check_runs as run
+    set state = 'done', finished_at = now(), drift_ms = c.drift_ms
+    from unnest(
+        %(s_integration_id)b::uuid[], %(c_slot_at)b::timestamptz[], %(c_worker)b::text[],
+        %(c_drift_ms)b::int[]
+    ) as c(integration_id, slot_at, worker, drift_ms)
+    where run.integration_id = c.integration_id
+      and run.slot_at = c.slot_at
+      and run.state = 'claimed'
+      and run.worker = c.worker
+    returning run.integration_id
+),
+accepted as materialized (
+    select s.*
+    from {_STATUS_UNNEST} as s(
+        integration_id, org_id, integration_type, status, latency_ms, checked_at, error,
+        error_code, consecutive_failures, last_healthy_at, next_check_at, details, source
+    )
+    where s.integration_id in (select integration_id from done)
+),
+{_UPSERT_STATUS.format(rows="accepted as s")}
+{_INSERT_HISTORY}
+select s.org_id, s.integration_id, s.status, s.latency_ms, s.checked_at, s.error, s.error_code
+from accepted as s
+where (select count(*) from upserted) >= 0
+"""
 
 
 # A slot is claimed when free, renewed by its holder, or taken over when its claim is older
@@ -363,11 +407,14 @@ _HISTORY_PARAMS = (
 )
 
 
-def _batch_params(writes: Sequence[ResultWrite]) -> tuple[str, dict[str, Any]]:
+def _batch_params(
+    writes: Sequence[ResultWrite], *, slotted: bool = False
+) -> tuple[str, dict[str, Any]]:
     """The statement and its column arrays: :data:`_RECORD_RESULTS` with every result for
     the history, the newest per integration for the status (ties: the later in the batch
     wins, as if applied in order), both sorted by integration_id so lock order is the same for
-    every writer; :data:`_RECORD_RESULTS_ONE_EACH` when no integration has two results."""
+    every writer; :data:`_RECORD_RESULTS_ONE_EACH` when no integration has two results, or,
+    when every write has a slot (``slotted``), :data:`_RECORD_SLOTTED`."""
     # uuid.bytes order is PostgreSQL's uuid order, and compares in C.
     ordered = [
         w
@@ -436,6 +483,11 @@ def _batch_params(writes: Sequence[ResultWrite]) -> tuple[str, dict[str, Any]]:
     )
     params["broken"] = broken
     if len(history) == len(status):
+        if slotted:  # one write per integration: the status rows' order is the writes'
+            params["c_slot_at"] = [w.slot_at for w in ordered]
+            params["c_worker"] = [w.worker for w in ordered]
+            params["c_drift_ms"] = [w.drift_ms for w in ordered]
+            return _RECORD_SLOTTED, params
         return _RECORD_RESULTS_ONE_EACH, params
     params.update(zip(_HISTORY_PARAMS, map(list, zip(*history, strict=True)), strict=True))
     return _RECORD_RESULTS, params
@@ -1115,9 +1167,14 @@ class PostgresStore:
         slotted = [w for w in writes if w.slot_at is not None]
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> int:
-            if not slotted:  # the usual case: one statement, one round trip, autocommit
+            if not slotted:  # results without slots: one statement, one round trip
                 await conn.execute(*_batch_params(writes))
                 return len(writes)
+            if len(slotted) == len(writes):  # the scheduler's and the workers' batches
+                query, params = _batch_params(writes, slotted=True)
+                if query is _RECORD_SLOTTED:  # one result per integration: one round trip
+                    cursor = await conn.execute(query, params)
+                    return cursor.rowcount
             async with conn.transaction():
                 accepted = await _complete_slots(conn, writes, slotted)
                 if accepted:
