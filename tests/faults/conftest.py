@@ -14,6 +14,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -155,3 +156,22 @@ def wait_for(predicate: Any, timeout: float, what: str, *, every: float = 0.2) -
             return
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def terminate(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM ``proc`` and wait for it (30 s); kill it if it does not stop."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def integrations_without_one_history_row(url: str) -> int:
+    """How many integrations with history have other than exactly one history row."""
+    return count(
+        url,
+        "select count(*) from (select integration_id from integration_health_history "
+        "group by integration_id having count(*) <> 1) wrong",
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,16 @@ from integration_health.store import MemoryStore, Organization, SQLiteStore
 from integration_health.store.base import ResultWrite
 from integration_health.store.postgres import PostgresStore
 from integration_health.testing import FakeConfig, HttpEndpointFake, fake_registry
-from tests.faults.conftest import PrivatePostgres, _free_port, cli, cli_env, count, wait_for
+from tests.faults.conftest import (
+    PrivatePostgres,
+    _free_port,
+    cli,
+    cli_env,
+    count,
+    integrations_without_one_history_row,
+    terminate,
+    wait_for,
+)
 
 ORG = "7d3f0000-0000-4000-8000-0000000000aa"
 SLOW_MS = 4000
@@ -139,24 +147,12 @@ def test_results_in_flight_during_an_outage_land_exactly_once(
         assert health.status_code == 200, health.text
         time.sleep(2)  # a duplicate write, if any, would land now
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(proc)
     output = log_path.read_text()
     assert proc.returncode == 0, output
     assert fake.count("/slow") == N  # no check ran twice
     assert count(url, "select count(*) from integration_health_history") == N
-    assert (
-        count(
-            url,
-            "select count(*) from (select integration_id from integration_health_history "
-            "group by integration_id having count(*) <> 1) wrong",
-        )
-        == 0
-    )
+    assert integrations_without_one_history_row(url) == 0
     assert count(url, "select count(*) from integration_check_runs where state = 'done'") == N
     assert count(url, "select count(*) from integration_check_runs where state <> 'done'") == 0
     assert count(url, "select count(*) from integration_health_status") == N

@@ -7,7 +7,6 @@ supervisor that restarts only failed processes.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,15 @@ import psycopg
 import pytest
 
 from integration_health.testing import HttpEndpointFake
-from tests.faults.conftest import PrivatePostgres, cli, cli_env, count, wait_for
+from tests.faults.conftest import (
+    PrivatePostgres,
+    cli,
+    cli_env,
+    count,
+    integrations_without_one_history_row,
+    terminate,
+    wait_for,
+)
 
 ORG = "7d3f0000-0000-4000-8000-0000000000bb"
 SLOW_MS = 3000
@@ -80,24 +87,12 @@ def test_a_worker_rides_out_a_postgresql_outage(
         )
         assert proc.poll() is None, log_path.read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        terminate(proc)
     output = log_path.read_text()
     assert proc.returncode == 0, output
     assert output.count("worker lost PostgreSQL") == 1, output
     assert output.count("worker running again") == 1, output
     assert "Traceback" not in output and "Database error" not in output, output
     assert count(url, "select count(*) from integration_health_status") == 16
-    assert (
-        count(
-            url,
-            "select count(*) from (select integration_id from integration_health_history "
-            "group by integration_id having count(*) <> 1) wrong",
-        )
-        == 0
-    )
+    assert integrations_without_one_history_row(url) == 0
     assert count(url, "select count(*) from integration_health_history") == 16

@@ -235,6 +235,22 @@ _INTEGRATION_COLUMNS = (
     "id, org_id, integration_type, name, config, enabled, monitoring_mode, check_interval_s"
 )
 
+# Mark done the slots (``{ids}``: the integrations' array, with c_slot_at, c_worker,
+# c_drift_ms) whose claim the writer still holds; returns their integration_id{returning}.
+_COMPLETE = """
+update public.integration_check_runs as run
+set state = 'done', finished_at = now(), drift_ms = c.drift_ms
+from unnest(
+    %({ids})b::uuid[], %(c_slot_at)b::timestamptz[], %(c_worker)b::text[],
+    %(c_drift_ms)b::int[]
+) as c(integration_id, slot_at, worker, drift_ms)
+where run.integration_id = c.integration_id
+  and run.slot_at = c.slot_at
+  and run.state = 'claimed'
+  and run.worker = c.worker
+returning run.integration_id{returning}
+"""
+
 # The status columns of a batch, one array each (see _batch_params).
 _STATUS_UNNEST = """unnest(
         %(s_integration_id)b::uuid[], %(s_org_id)b::uuid[], %(s_integration_type)b::text[],
@@ -318,19 +334,7 @@ _RECORD_RESULTS_ONE_EACH = _RECORD_RESULTS.replace("%(h_", "%(s_")
 # the slot rows are locked first, then the status rows. The history rows inserted are the
 # results written.
 _RECORD_SLOTTED = f"""
-with done as (
-    update public.integration_check_runs as run
-    set state = 'done', finished_at = now(), drift_ms = c.drift_ms
-    from unnest(
-        %(s_integration_id)b::uuid[], %(c_slot_at)b::timestamptz[], %(c_worker)b::text[],
-        %(c_drift_ms)b::int[]
-    ) as c(integration_id, slot_at, worker, drift_ms)
-    where run.integration_id = c.integration_id
-      and run.slot_at = c.slot_at
-      and run.state = 'claimed'
-      and run.worker = c.worker
-    returning run.integration_id
-),
+with done as ({_COMPLETE.format(ids="s_integration_id", returning="")}),
 accepted as materialized (
     select s.*
     from {_STATUS_UNNEST} as s(
@@ -366,19 +370,7 @@ returning run.integration_id, run.slot_at
 """
 
 # Complete the slots whose worker still holds the claim (row-locked: one completion wins).
-_COMPLETE_SLOTS = """
-update public.integration_check_runs as run
-set state = 'done', finished_at = now(), drift_ms = c.drift_ms
-from unnest(
-    %(integration_id)b::uuid[], %(slot_at)b::timestamptz[], %(worker)b::text[],
-    %(drift_ms)b::int[]
-) as c(integration_id, slot_at, worker, drift_ms)
-where run.integration_id = c.integration_id
-  and run.slot_at = c.slot_at
-  and run.state = 'claimed'
-  and run.worker = c.worker
-returning run.integration_id, run.slot_at, run.worker
-"""
+_COMPLETE_SLOTS = _COMPLETE.format(ids="c_integration_id", returning=", run.slot_at, run.worker")
 
 
 _STATUS_PARAMS = (
@@ -1421,10 +1413,10 @@ async def _complete_slots(
         conn,
         _COMPLETE_SLOTS,
         {
-            "integration_id": [w.integration_id for w in slotted],
-            "slot_at": [w.slot_at for w in slotted],
-            "worker": [w.worker for w in slotted],
-            "drift_ms": [w.drift_ms for w in slotted],
+            "c_integration_id": [w.integration_id for w in slotted],
+            "c_slot_at": [w.slot_at for w in slotted],
+            "c_worker": [w.worker for w in slotted],
+            "c_drift_ms": [w.drift_ms for w in slotted],
         },
     )
     done = {(r["integration_id"], _utc(r["slot_at"]), r["worker"]) for r in rows}
