@@ -797,8 +797,15 @@ def worker(
                     _freeze_startup_heap()
                     stop = asyncio.Event()
                     running = asyncio.get_running_loop()
-                    for sig in (signal.SIGTERM, signal.SIGINT):
-                        running.add_signal_handler(sig, stop.set)
+                    signals = (signal.SIGTERM, signal.SIGINT)
+
+                    def stopping() -> None:  # a second signal stops at once, as before
+                        stop.set()
+                        for sig in signals:
+                            running.remove_signal_handler(sig)
+
+                    for sig in signals:
+                        running.add_signal_handler(sig, stopping)
                     # runs until SIGTERM/Ctrl-C, riding out PostgreSQL outages
                     await run_worker(app, jobs=jobs, stop=stop)
                     # batches whose job ended first finish here (bounded by the deadline)

@@ -669,6 +669,45 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 
 @pytest.mark.slow
+def test_sigterm_stops_a_worker_gracefully_and_a_second_signal_at_once(
+    pg_url: str, endpoint_in_thread: tuple[HttpEndpointFake, str], tmp_path: Any
+) -> None:
+    """The first SIGTERM lets the checks in flight finish (here hung until their 10 s
+    deadline); a second one stops the process at once."""
+    fake, url = endpoint_in_thread
+    org = uuid.uuid4()
+    configs = [
+        HttpConfig(
+            integration_id=uuid.uuid4(), org_id=org, name=f"h{i}", url=f"{url}/slow?ms=30000"
+        )
+        for i in range(3)
+    ]
+
+    async def seed() -> None:
+        store = await PostgresStore.open(pg_url)
+        try:
+            await store.upgrade()
+            await store.import_definitions([Organization(org, "Org")], [], to_records(configs))
+        finally:
+            await store.aclose()
+
+    asyncio.run(seed())
+    proc = _worker(pg_url, str(tmp_path))
+    try:
+        _wait_for(lambda: fake.count("/slow") >= 3, 30, "the checks to be in flight")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(2)
+        assert proc.poll() is None  # waiting for the checks in flight
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == -signal.SIGTERM
+
+
+@pytest.mark.slow
 def test_three_worker_processes_and_a_sigkill(
     pg_url: str, endpoint_in_thread: tuple[HttpEndpointFake, str], tmp_path: Any
 ) -> None:
