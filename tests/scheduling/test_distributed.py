@@ -668,6 +668,20 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _seed(url: str, org: uuid.UUID, configs: list[HttpConfig]) -> None:
+    """The schema, one organisation and ``configs`` in the database at ``url``."""
+
+    async def seed() -> None:
+        store = await PostgresStore.open(url)
+        try:
+            await store.upgrade()
+            await store.import_definitions([Organization(org, "Org")], [], to_records(configs))
+        finally:
+            await store.aclose()
+
+    asyncio.run(seed())
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_worker_gracefully_and_a_second_signal_at_once(
     pg_url: str, endpoint_in_thread: tuple[HttpEndpointFake, str], tmp_path: Any
@@ -682,16 +696,7 @@ def test_sigterm_stops_a_worker_gracefully_and_a_second_signal_at_once(
         )
         for i in range(3)
     ]
-
-    async def seed() -> None:
-        store = await PostgresStore.open(pg_url)
-        try:
-            await store.upgrade()
-            await store.import_definitions([Organization(org, "Org")], [], to_records(configs))
-        finally:
-            await store.aclose()
-
-    asyncio.run(seed())
+    _seed(pg_url, org, configs)
     proc = _worker(pg_url, str(tmp_path))
     try:
         _wait_for(lambda: fake.count("/slow") >= 3, 30, "the checks to be in flight")
@@ -719,16 +724,7 @@ def test_three_worker_processes_and_a_sigkill(
         HttpConfig(integration_id=uuid.uuid4(), org_id=org, name=f"h{i}", url=f"{url}/ok")
         for i in range(1000)
     ]
-
-    async def seed() -> None:
-        store = await PostgresStore.open(pg_url)
-        try:
-            await store.upgrade()
-            await store.import_definitions([Organization(org, "Org")], [], to_records(configs))
-        finally:
-            await store.aclose()
-
-    asyncio.run(seed())
+    _seed(pg_url, org, configs)
     history = "select count(*) from integration_health_history"
     workers = [_worker(pg_url, str(tmp_path)) for _ in range(2)]
     workers.append(_worker(pg_url, str(tmp_path), jobs=None, loop="uvloop"))
