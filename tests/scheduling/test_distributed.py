@@ -23,7 +23,7 @@ from integration_health.checks import CheckRegistry
 from integration_health.integrations_file import to_records
 from integration_health.model import HealthStatus, utcnow
 from integration_health.policy import IntegrationState
-from integration_health.scheduling import SchedulerOptions
+from integration_health.scheduling import SchedulerOptions, distributed
 from integration_health.scheduling.distributed import (
     MAX_QUEUED,
     MIN_QUEUED,
@@ -272,7 +272,7 @@ def test_planned_batches_are_forgotten_after_a_while() -> None:
     runtime = make_runtime(cast(Any, None), registry)
 
     def batch(queued_at: float) -> LocalBatch:
-        return LocalBatch("plan:1", [], {}, claimed_at=INITIAL_SLOT, queued_at=queued_at)
+        return LocalBatch("plan:1", [], {}, queued_at=queued_at)
 
     runtime.remember({"a": batch(100.0), "b": batch(100.0)})
     runtime.remember({"a": batch(100.0 + PLANNED_FOR_S)})  # renewed
@@ -288,12 +288,13 @@ def test_planned_batches_are_forgotten_after_a_while() -> None:
 
 
 async def test_claims_young_enough_to_outlast_the_batch_are_not_renewed(
-    pg_store: PostgresStore, pg_url: str
+    pg_store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch run by the process that planned it keeps the claims made when it was planned
-    (no renewal) while half the lease is left after the deadline; an older one renews them,
-    and so does another process (the claim time of the slots shows which)."""
-    registry, check, _items = await _worker_runtime(pg_store, 150, lease_s=60)
+    """A batch keeps the claims made when it was planned (no renewal) while half the lease is
+    left after the deadline, whichever process runs it; an older one renews them, and so does
+    a batch whose key does not tell its claim time (planned by an earlier version). The claim
+    time of the slots shows which."""
+    registry, check, _items = await _worker_runtime(pg_store, 200, lease_s=60)
     deferred: list[dict[str, Any]] = []
 
     async def defer(*jobs: dict[str, Any]) -> None:
@@ -315,19 +316,37 @@ async def test_claims_young_enough_to_outlast_the_batch_are_not_renewed(
             await plan_and_defer(defer, at=planned_at, max_checks=100)
             old_at = utcnow() - timedelta(seconds=29)  # older than 28 s
             await plan_and_defer(defer, at=old_at, max_checks=50)
-            young, other, old = deferred
+            with monkeypatch.context() as patch:  # a key as earlier versions made them
+                patch.setattr(distributed, "plan_key", lambda at: f"plan:{uuid.uuid4().hex}")
+                await plan_and_defer(defer, at=planned_at, max_checks=50)
+            young, other, old, legacy = deferred
             assert (await run_batch(**young)).written == 50
             assert (await run_batch(**old)).written == 50
+            # another process (its own runtime, nothing planned there)
             set_runtime(make_runtime(pg_store, registry, SchedulerOptions(lease_s=60)))
             assert (await run_batch(**other)).written == 50
+            assert (await run_batch(**legacy)).written == 50
     finally:
         set_runtime(None)
-    assert len(check.calls) == 150
+    assert len(check.calls) == 200
     assert await claimed_at(young) == {planned_at}
+    assert await claimed_at(other) == {planned_at}
     (renewed,) = await claimed_at(old)
     assert renewed > old_at + timedelta(seconds=25)
-    (renewed,) = await claimed_at(other)
+    (renewed,) = await claimed_at(legacy)
     assert renewed > planned_at + timedelta(seconds=15)
+
+
+def test_plan_keys_carry_their_claim_time() -> None:
+    """The claim time rides in a plan key; keys without one (earlier versions) or with a
+    malformed one tell nothing."""
+    at = datetime(2026, 11, 30, 0, 55, 1, 234567, tzinfo=UTC)
+    key = distributed.plan_key(at)
+    assert key.startswith("plan:") and distributed.claimed_at(key) == at
+    assert distributed.plan_key(at) != key  # fresh each time
+    assert distributed.claimed_at("plan:0123abcd") is None
+    assert distributed.claimed_at("plan:0123abcd@yesterday") is None
+    assert distributed.claimed_at("plan:0123abcd@2026-11-30T00:55:01") is None  # naive
 
 
 def test_checks_travel_as_one_string_and_back() -> None:
@@ -816,8 +835,6 @@ async def test_run_worker_starts_a_stopped_worker_again_until_asked_to_stop(
     retried too; the stop event cancels the running worker (procrastinate's graceful stop)."""
     from procrastinate.exceptions import ConnectorException
 
-    import integration_health.scheduling.distributed as distributed
-
     monkeypatch.setattr(distributed, "RUNNING_AGAIN_S", 0.2)
     lost = ConnectorException("Database error.")
     lost.__cause__ = psycopg.OperationalError("connection to server at 127.0.0.1 refused")
@@ -853,8 +870,6 @@ async def test_run_worker_logs_an_error_of_the_sql_itself_as_a_failure(
     """A query refused for its own sake (here a missing privilege) is not an outage: it is
     logged as the worker's failure, with its text, each time."""
     from procrastinate.exceptions import ConnectorException
-
-    import integration_health.scheduling.distributed as distributed
 
     refused = ConnectorException("Database error.")
     refused.__cause__ = psycopg.errors.InsufficientPrivilege("permission denied for table jobs")

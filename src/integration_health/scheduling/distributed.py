@@ -17,10 +17,10 @@ workers, on any machines; no other process is needed.
 - ``run_batch`` renews its claims (a batch that waited too long in the queue and was taken
   over is skipped), runs the checks with the runner's hard deadlines, and writes the results;
   each result completes its slot in the same transaction, or is discarded if the slot is no
-  longer this batch's. The process that planned a batch, running it within
-  :data:`PLANNED_FOR_S`, takes it as planned: the integrations it read, and claims young
-  enough to outlast the batch without renewal (:func:`run_batch`); another process reads the
-  integrations in one query and renews the claims.
+  longer this batch's. Claims young enough to outlast the batch are not renewed (their time
+  rides in the key, :func:`plan_key`). The process that planned a batch, running it within
+  :data:`PLANNED_FOR_S`, takes it as planned, with the integrations it read; another process
+  reads the integrations in one query.
 - A worker killed mid-batch (``SIGKILL``) leaves its slots claimed but not done: when the
   lease runs out the planner sees them due again and claims them under a new batch — so every
   (integration, slot) produces exactly one result, and nothing is lost.
@@ -151,8 +151,6 @@ class LocalBatch:
     batch_key: str
     checks: list[PlannedCheck]
     previous: dict[UUID, IntegrationState | None]
-    claimed_at: datetime
-    """When its slots were claimed (the plan's time, scheduler clock)."""
     queued_at: float
     """When it was queued (monotonic)."""
 
@@ -282,7 +280,7 @@ async def plan_and_defer(
     report = PassReport(at=at)
     plan, previous = await scheduler.plan(at, report, max_checks=max_checks)
     await scheduler.warm_up(at)
-    key = f"plan:{uuid.uuid4().hex}"
+    key = plan_key(at)
     held = await scheduler.claim(plan.run, worker=key, at=at, report=report)
     scheduler.note_starts(held, at)  # budgets are counted where they are planned
     now = time.monotonic()
@@ -290,7 +288,7 @@ async def plan_and_defer(
     for start in range(0, len(held), BATCH_SIZE):
         checks = held[start : start + BATCH_SIZE]
         ids = [p.integration.integration_id for p in checks]
-        batch = LocalBatch(key, checks, {i: previous.get(i) for i in ids}, at, now)
+        batch = LocalBatch(key, checks, {i: previous.get(i) for i in ids}, now)
         batches[encode_checks(checks, previous)] = batch
     jobs = [{"batch_key": key, "checks": checks} for checks in batches]
     runtime.remember(batches)
@@ -456,13 +454,36 @@ async def _renew(
         return await scheduler.claim(kept, worker=batch_key, at=at, report=report)
 
 
+def plan_key(at: datetime) -> str:
+    """A fresh key for the claims of a plan made at ``at``: ``plan:<hex>@<at, ISO 8601>``.
+
+    The claim time rides in the key, which every batch job carries and which workers of
+    earlier versions use only as an opaque claim holder, so that any worker can tell how young
+    a batch's claims are (:func:`claimed_at`)."""
+    return f"plan:{uuid.uuid4().hex}@{at.isoformat()}"
+
+
+def claimed_at(batch_key: str) -> datetime | None:
+    """When the claims of ``batch_key`` were made, if the key says (see :func:`plan_key`)."""
+    _, sep, when = batch_key.partition("@")
+    if not sep:
+        return None
+    try:
+        stamp = datetime.fromisoformat(when)
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo is not None else None
+
+
 def _claims_outlast(
-    batch: LocalBatch, at: datetime, options: SchedulerOptions, deadline_s: float
+    claimed: datetime | None, at: datetime, options: SchedulerOptions, deadline_s: float
 ) -> bool:
-    """Whether the claims of ``batch``, made at ``batch.claimed_at``, hold without renewal
-    for a run starting at ``at``: at least half the lease is left once its checks' deadline
-    has passed (nobody else can claim a slot before its lease runs out)."""
-    age_s = (at - batch.claimed_at).total_seconds()
+    """Whether claims made at ``claimed`` hold without renewal for a run starting at ``at``:
+    at least half the lease is left once its checks' deadline has passed (nobody else can
+    claim a slot before its lease runs out). Unknown (``None``): no."""
+    if claimed is None:
+        return False
+    age_s = (at - claimed).total_seconds()
     return 0 <= age_s <= options.lease_s / 2 - deadline_s
 
 
@@ -482,23 +503,27 @@ async def run_batch(
     scheduler = runtime.scheduler
     at = scheduler.clock()
     report = PassReport(at=at)
+    # Claims still young are not renewed: nobody can take them over before their lease
+    # runs out (the claim time rides in the key; keys of earlier versions lack it).
+    young = _claims_outlast(
+        claimed_at(batch_key), at, scheduler.options, runtime.registry.settings.timeout_s
+    )
     # A batch planned by this process a moment ago (the usual case with one worker, and the
     # share of batches a worker takes of its own plans) is run as planned: its integrations
-    # are not read again, and its claims, still young, are not renewed. An integration
-    # deleted meanwhile is checked as planned, as the single-machine scheduler does; its
-    # slot went with it, so nothing is written for it.
+    # are not read again. An integration deleted meanwhile is checked as planned, as the
+    # single-machine scheduler does; its slot went with it, so nothing is written for it.
     local = runtime.take(batch_key, checks, time.monotonic()) if items is None else None
     if local is not None:
         planned, previous = local.checks, local.previous
-        if _claims_outlast(local, at, scheduler.options, runtime.registry.settings.timeout_s):
-            held = planned
-        else:
-            held = await _renew(runtime, planned, batch_key, at, report)
-    else:
+        held = planned if young else await _renew(runtime, planned, batch_key, at, report)
+    else:  # another process's batch: its integrations are read (deleted ones left out)
         queued = decode_checks(checks) if items is None else _decode_items(items)
         previous = {q.integration_id: q.previous for q in queued}
         planned = await _planned(runtime, queued)
-        held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
+        if young:
+            held = planned
+        else:
+            held = await scheduler.claim(planned, worker=batch_key, at=at, report=report)
     if len(held) < len(planned):
         log.info(
             "batch %s: %d of %d slots were taken over while it waited; skipping them",
