@@ -58,7 +58,7 @@ def raise_fd_limit() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def _process_cpu_seconds(pid: int) -> float | None:
+def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds used so far by process ``pid`` (Linux only)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
@@ -97,7 +97,7 @@ class ServerProcess:
         """CPU seconds the server processes have used so far (``None`` off Linux)."""
         total = 0.0
         for proc in self._procs:
-            used = _process_cpu_seconds(proc.pid)
+            used = process_cpu_seconds(proc.pid)
             if used is None:
                 return None
             total += used

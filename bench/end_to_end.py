@@ -84,7 +84,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
-from _servers import ServerProcess, markdown_table, raise_fd_limit
+from _servers import ServerProcess, markdown_table, process_cpu_seconds, raise_fd_limit
 
 SCRIPT = str(Path(__file__).resolve())
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -96,15 +96,6 @@ COUNTED = ("status", "history", "slots done")
 def _loadavg() -> str:
     with open("/proc/loadavg", encoding="ascii") as f:
         return " ".join(f.read().split()[:3])
-
-
-def _proc_cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vendor_cpu(vendors: list[ServerProcess]) -> float | None:
@@ -521,7 +512,7 @@ class Postgres:
         rows = self.execute("select pid from pg_stat_activity where datname = %s", (db,))
         cpu = {}
         for (pid,) in rows:
-            used = _proc_cpu_seconds(pid)
+            used = process_cpu_seconds(pid)
             if used is not None:
                 cpu[pid] = used
         return cpu

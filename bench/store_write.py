@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
 import statistics
 import time
@@ -47,6 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from _servers import process_cpu_seconds
 from integration_health import HealthResult, HealthStatus
 from integration_health.model import ErrorCode
 from integration_health.store import ResultWrite
@@ -564,16 +564,9 @@ async def bench_rls(url: str, reads: int) -> tuple[str, float]:
 
 
 def backends_cpu_s(pids: list[int]) -> float:
-    """CPU seconds (user + system) of these PostgreSQL backends so far (Linux ``/proc``)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # gone, or PostgreSQL on another machine
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) of these PostgreSQL backends so far (Linux ``/proc``; a
+    backend gone, or on another machine, counts nothing)."""
+    return sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 async def bench_slots(url: str, results: int, batch: int, rounds: int) -> str:
