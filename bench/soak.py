@@ -16,8 +16,8 @@ are real HEAD requests to a local fake server in its own process (``raw``, real 
 
 After each slot (outside the timing, after ``gc.collect()``): checks run, passes, seconds,
 checks/s, RSS MiB, open fds (``/proc/self/fd``), GC-tracked objects, history rows and
-``integration_check_runs`` rows in the store, and (a diagnostic of private state) how many
-start times ``Scheduler._starts`` holds for the per-type budgets. Verdict lines: RSS growth
+``integration_check_runs`` rows in the store (budgets keep no start times in memory since
+2026-11-30: the store counts claims). Verdict lines: RSS growth
 from slot 3 to the last slot, fd growth, throughput slope (least squares over the slots, % of
 the mean per slot), history rows per integration ≤ 96, every integration checked once per
 slot.
@@ -332,8 +332,6 @@ async def soak(args: argparse.Namespace, base_url: str, box: SoakStore) -> list[
                     "history": history,
                     "runs": runs,
                     "healthy": outcomes.get("healthy", 0),
-                    # Diagnostic (private state): start times the scheduler keeps for budgets.
-                    "starts": sum(len(q) for q in scheduler._starts.values()),
                     "load": loadavg().split()[0],
                 }
                 rows.append(row)
@@ -342,7 +340,7 @@ async def soak(args: argparse.Namespace, base_url: str, box: SoakStore) -> list[
                     f"{elapsed:7.1f} s, {row['rate']:6,.0f} checks/s, RSS {row['rss']:6.1f} MiB, "
                     f"fds {row['fds']:>4}, "
                     f"GC objects {row['gc_objects']:>9,}, history {history:>10,}, "
-                    f"check_runs {runs:>10,}, budget-window entries {row['starts']:,}, "
+                    f"check_runs {runs:>10,}, "
                     f"load {row['load']}",
                     flush=True,
                 )
@@ -392,7 +390,6 @@ async def amain(args: argparse.Namespace) -> int:
         "GC objects",
         "history rows",
         "check_runs rows",
-        "`Scheduler._starts` entries",
         "load 1m",
     ]
     table = [
@@ -407,7 +404,6 @@ async def amain(args: argparse.Namespace) -> int:
             f"{r['gc_objects']:,}",
             f"{r['history']:,}",
             f"{r['runs']:,}",
-            f"{r['starts']:,}",
             r["load"],
         ]
         for r in rows
@@ -457,10 +453,6 @@ async def amain(args: argparse.Namespace) -> int:
         f"({last['runs'] / n:.1f} per integration; runs older than {args.runs_retention_h:g} h"
         f" are pruned, a round every simulated hour; at most"
         f" {(args.runs_retention_h + 1) * 4 + 1:g} slots' worth stay)"
-    )
-    print(
-        f"Scheduler._starts (per-type start times kept for budgets): {last['starts']:,} entries "
-        f"after {len(rows)} slots"
     )
     print(f"load average before {load_before}, after {load_after}")
     return 0 if every else 1

@@ -622,13 +622,40 @@ def history(
     out.print(table)
 
 
-def _parse_budgets(values: list[str]) -> dict[str, int]:
-    budgets: dict[str, int] = {}
+BudgetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--budget",
+        help="Most checks of a type started per minute by every scheduler and worker on the"
+        " database together, e.g. --budget xledger=30 (repeatable; adds to and wins over"
+        " INTEGRATION_HEALTH_BUDGETS_PER_MINUTE).",
+        show_default=False,
+    ),
+]
+
+
+def _budgets(values: list[str], registry: CheckRegistry) -> dict[str, int]:
+    """The per-minute budgets: the setting's, then ``--budget`` flags; each type known."""
+    budgets = dict(registry.settings.budgets_per_minute)
+    from_setting = set(budgets)
     for value in values:
         kind, sep, number = value.partition("=")
         if not sep or not number.isdigit() or not kind:
             fail(f"--budget expects TYPE=CHECKS_PER_MINUTE (e.g. xledger=30), not {value!r}")
+        if int(number) < 1:
+            fail(
+                f"--budget {value}: a budget is at least 1 check per minute (to stop probing "
+                "a type, make its integrations passive)"
+            )
         budgets[kind] = int(number)
+        from_setting.discard(kind)
+    for kind in budgets:
+        if kind not in registry.types:
+            where = "INTEGRATION_HEALTH_BUDGETS_PER_MINUTE" if kind in from_setting else "--budget"
+            fail(
+                f"{where}: unknown integration type {kind!r}; known types: "
+                + ", ".join(registry.types)
+            )
     return budgets
 
 
@@ -638,15 +665,7 @@ def scheduler(
         float,
         typer.Option("--tick", min=0.5, max=300.0, help="Seconds between planning passes."),
     ] = 5.0,
-    budget: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--budget",
-            help="Most checks started per minute for a type, e.g. --budget xledger=30 "
-            "(repeatable).",
-            show_default=False,
-        ),
-    ] = None,
+    budget: BudgetOption = None,
     once: Annotated[
         bool, typer.Option("--once", help="Run one planning pass, print what it did, exit.")
     ] = False,
@@ -674,11 +693,11 @@ def scheduler(
     from .alerting.service import AlertingService, build_after_pass_hook  # noqa: PLC0415
     from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
 
-    options = SchedulerOptions(
-        tick_s=tick, lease_s=lease, budgets_per_minute=_parse_budgets(budget or [])
-    )
     _use_loop(loop)
     registry = _registry()
+    options = SchedulerOptions(
+        tick_s=tick, lease_s=lease, budgets_per_minute=_budgets(budget or [], registry)
+    )
 
     async def body() -> None:
         settings = state.settings()
@@ -746,6 +765,7 @@ def worker(
             help="Seconds after which a dead worker's claimed checks are run by another.",
         ),
     ] = 120.0,
+    budget: BudgetOption = None,
     loop: LoopOption = "asyncio",
 ) -> None:
     """Share the due checks with every other worker (PostgreSQL only; start any number).
@@ -777,6 +797,7 @@ def worker(
         )
     _use_loop(loop)
     registry = _registry()
+    options = SchedulerOptions(lease_s=lease, budgets_per_minute=_budgets(budget or [], registry))
     jobs = concurrency or default_jobs(registry.settings.concurrency)
 
     async def body() -> None:
@@ -784,7 +805,7 @@ def worker(
             applied = await ensure_procrastinate_schema(url)
             if applied:
                 err.print("applied the task queue schema (procrastinate) to the database")
-            runtime = make_runtime(store, registry, SchedulerOptions(lease_s=lease))
+            runtime = make_runtime(store, registry, options)
             set_runtime(runtime)
             app = build_app(url, tick_s=tick)
             try:
@@ -937,6 +958,7 @@ def serve(
         float,
         typer.Option("--tick", min=0.5, max=300.0, help="Seconds between scheduler passes."),
     ] = 5.0,
+    budget: BudgetOption = None,
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every HTTP request to stderr.")
     ] = False,
@@ -961,13 +983,14 @@ def serve(
         fail(str(exc))
     _use_loop(loop)
     registry = _registry()
+    options = SchedulerOptions(tick_s=tick, budgets_per_minute=_budgets(budget or [], registry))
     alerting = _LazyAlerting(settings)
 
     def scheduler_for(store: Store, registry: CheckRegistry) -> Scheduler:
         return Scheduler(
             store,
             registry,
-            options=SchedulerOptions(tick_s=tick),
+            options=options,
             after_pass=[alerting.hook(store)],
         )
 

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     """How often the dashboard refreshes its data, in seconds."""
     degraded_latency_ms: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     """Per-type default latency thresholds, e.g. ``xledger=3000,http=1500``."""
+    budgets_per_minute: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    """Most checks started per minute per integration type, across every scheduler and
+    worker on the database, e.g. ``xledger=30,visma_net=60`` (types not listed: unlimited).
+    ``--budget TYPE=N`` flags of ``scheduler`` and ``worker`` add to it and win."""
     alerting_file: str | None = None
     """YAML file with the alerting configuration (thresholds, webhooks; docs/alerting.md).
     Unset: default thresholds and no webhook (alerts are still recorded)."""
@@ -92,14 +96,30 @@ class Settings(BaseSettings):
     @field_validator("degraded_latency_ms", mode="before")
     @classmethod
     def _parse_thresholds(cls, value: object) -> object:
-        if isinstance(value, str):
-            parsed: dict[str, int] = {}
-            for part in filter(None, (p.strip() for p in value.split(","))):
-                kind, sep, number = part.partition("=")
-                if not sep or not number.strip().isdigit():
+        return _type_numbers(value, "MILLISECONDS")
+
+    @field_validator("budgets_per_minute", mode="before")
+    @classmethod
+    def _parse_budgets(cls, value: object) -> object:
+        parsed = _type_numbers(value, "CHECKS_PER_MINUTE")
+        if isinstance(parsed, dict):
+            for kind, number in parsed.items():
+                if isinstance(number, int) and number < 1:
                     raise ValueError(
-                        f"expected TYPE=MILLISECONDS pairs separated by commas, got {part!r}"
+                        f"the budget of {kind!r} must be at least 1 check per minute, not "
+                        f"{number} (to stop probing a type, make its integrations passive)"
                     )
-                parsed[kind.strip()] = int(number)
-            return parsed
+        return parsed
+
+
+def _type_numbers(value: object, unit: str) -> object:
+    """``TYPE=N,TYPE=N`` (an environment variable's text) as a dict; other values as given."""
+    if not isinstance(value, str):
         return value
+    parsed: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        kind, sep, number = part.partition("=")
+        if not sep or not kind.strip() or not number.strip().isdigit():
+            raise ValueError(f"expected TYPE={unit} pairs separated by commas, got {part!r}")
+        parsed[kind.strip()] = int(number)
+    return parsed

@@ -112,3 +112,78 @@ def test_scheduler_once_and_bad_budget(tmp_path: Path) -> None:
     assert loop.returncode == 2 and "--loop must be asyncio or uvloop, not 'trio'" in loop.stderr
     unknown = cli(env, "sync-outcome", "--integration", SLOW_ID, "--ok")
     assert unknown.returncode == 2 and "unknown integration" in unknown.stderr
+
+
+def test_budgets_from_the_environment_and_flags_hold_across_processes(
+    tmp_path: Path, endpoint_in_thread: tuple[HttpEndpointFake, str]
+) -> None:
+    """INTEGRATION_HEALTH_BUDGETS_PER_MINUTE sets a type's budget, --budget wins over it, and
+    a second scheduler process in the same minute sees the first one's checks spent."""
+    fake, url = endpoint_in_thread
+    env = {**env_for(tmp_path), "INTEGRATION_HEALTH_BUDGETS_PER_MINUTE": "http=2"}
+    rows = "".join(
+        f"""
+          - {{id: 0b1c0000-0000-4000-8000-00000000010{i}, org_id: {ORG},
+              integration_type: http, name: h{i}, url: "{url}/ok"}}"""
+        for i in range(6)
+    )
+    path = tmp_path / "integrations.yaml"
+    path.write_text("integrations:" + textwrap.dedent(rows) + "\n")
+    assert cli(env, "integrations", "import", str(path)).returncode == 0, "import failed"
+    first = cli(env, "scheduler", "--once")
+    assert first.returncode == 0, first.stderr
+    assert "2 check(s) run" in first.stdout and "{'http': 4}" in first.stdout
+    second = cli(env, "scheduler", "--once", "--budget", "http=3")  # 2 of 3 already started
+    assert second.returncode == 0, second.stderr
+    assert "1 check(s) run" in second.stdout
+    assert fake.count("/ok") == 3
+
+
+@pytest.mark.parametrize(
+    ("command", "extra_env", "message"),
+    [
+        (["scheduler", "--budget", "xledger=0"], {}, "at least 1 check per minute"),
+        (
+            ["scheduler", "--budget", "xleger=30"],
+            {},
+            "--budget: unknown integration type 'xleger'; known types: ",
+        ),
+        (
+            [
+                "--database-url",
+                "postgresql://postgres@127.0.0.1:1/none",
+                "worker",
+                "--budget",
+                "nosuch=5",
+            ],
+            {},
+            "--budget: unknown integration type 'nosuch'",
+        ),
+        (["serve", "--budget", "nosuch=1"], {}, "--budget: unknown integration type 'nosuch'"),
+        (
+            ["scheduler"],
+            {"INTEGRATION_HEALTH_BUDGETS_PER_MINUTE": "nosuch=5"},
+            "INTEGRATION_HEALTH_BUDGETS_PER_MINUTE: unknown integration type 'nosuch'",
+        ),
+        (
+            ["scheduler"],
+            {"INTEGRATION_HEALTH_BUDGETS_PER_MINUTE": "xledger"},
+            "invalid settings: ",
+        ),
+        (
+            ["scheduler"],
+            {"INTEGRATION_HEALTH_BUDGETS_PER_MINUTE": "xledger=0"},
+            "at least 1 check per minute",
+        ),
+    ],
+    ids=["zero", "typo", "worker-typo", "serve-typo", "env-typo", "env-malformed", "env-zero"],
+)
+def test_bad_budgets_are_refused_before_anything_runs(
+    tmp_path: Path, command: list[str], extra_env: dict[str, str], message: str
+) -> None:
+    """A budget of 0, an unknown type (a typo would leave the vendor unprotected) or a
+    malformed setting stops the command with one line naming where it came from."""
+    proc = cli({**env_for(tmp_path), **extra_env}, *command)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -134,6 +134,40 @@ async def test_batches_run_once_even_when_duplicated_or_abandoned(pg_store: Post
         assert len(await pg_store.list_history(item.integration_id)) == 1
 
 
+async def test_a_budget_holds_whichever_worker_plans(pg_store: PostgresStore) -> None:
+    """The planning task moves between workers from tick to tick; a type's per-minute budget
+    counts every worker's claims (each worker's planner used to count only its own, so N
+    workers could start N budgets' worth in a minute)."""
+    registry, check, _items = await _worker_runtime(pg_store, 100, lease_s=600)
+    # a lease long enough that no batch renews its claims (a renewal counts as a start)
+    options = SchedulerOptions(lease_s=600, budgets_per_minute={"fake": 30})
+    deferred: list[dict[str, Any]] = []
+
+    async def defer(*jobs: dict[str, Any]) -> None:
+        deferred.extend(jobs)
+
+    async def plan_on(worker: int, at: datetime) -> int:
+        """Plan on ``worker`` at ``at`` and run the batches it queued; how many it planned."""
+        set_runtime(runtimes[worker])
+        due = (await plan_and_defer(defer, at=at)).due
+        while deferred:
+            assert (await run_batch(**deferred.pop())).skipped_claims == 0
+        return due
+
+    runtimes = [make_runtime(pg_store, registry, options) for _ in range(3)]
+    at = utcnow() - timedelta(minutes=3)
+    try:
+        async with registry:
+            planned = [await plan_on(0, at), await plan_on(1, at + timedelta(seconds=10))]
+            planned.append(await plan_on(2, at + timedelta(seconds=50)))
+            planned.append(await plan_on(1, at + timedelta(seconds=61)))
+            planned.append(await plan_on(2, at + timedelta(seconds=62)))
+    finally:
+        set_runtime(None)
+    assert planned == [30, 0, 0, 30, 0]
+    assert len(check.calls) == 60
+
+
 @pytest.mark.parametrize("lease_s", [60.0, 3.0], ids=["young-claims", "claims-renewed"])
 async def test_a_batch_run_where_it_was_planned_uses_the_planned_integrations(
     pg_store: PostgresStore, pg_url: str, lease_s: float

@@ -231,6 +231,28 @@ async def test_budget_spreads_checks_over_minutes(
     assert ran == [4, 0, 4, 2]
 
 
+async def test_schedulers_sharing_a_store_share_the_budget(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """A budget holds across every scheduler on one database: what one claimed this minute
+    is spent for the others (each used to count only its own starts: two schedulers started
+    twice the budget)."""
+    registry, check = fakes
+    await seed(store, 10)
+    clock = Clock(T0)
+    options = SchedulerOptions(budgets_per_minute={"fake": 4})
+    one, two = (Scheduler(store, registry, clock=clock, options=options) for _ in range(2))
+    assert one.worker != two.worker
+    async with registry:
+        ran = [(await one.run_pass()).ran, (await two.run_pass()).ran]
+        clock.advance(seconds=30)
+        ran.append((await two.run_pass()).ran)  # the same minute: nothing left
+        clock.advance(seconds=31)
+        ran += [(await two.run_pass()).ran, (await one.run_pass()).ran]
+    assert ran == [4, 0, 0, 4, 0]
+    assert len(check.calls) == 8
+
+
 async def test_overlapping_passes_hold_the_budget(
     store: Store, fakes: tuple[CheckRegistry, FakeCheck]
 ) -> None:
@@ -890,3 +912,17 @@ async def test_sync_outcomes_of_active_integrations_do_not_hold_up_other_checks(
     probed = [c.integration_id for c in check.calls]
     assert probed.count(other.integration_id) == 2
     assert not set(probed) & {i.integration_id for i in busy}  # each synced within the floor
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"budgets_per_minute": {"xledger": 0}}, "the budget of 'xledger' must be at least 1"),
+        ({"write_every": 0}, "write_every must be at least 1"),
+        ({"buffer_limit": 0}, "buffer_limit must be at least 1"),
+        ({"runs_retention_s": 10.0}, "runs_retention_s must be at least lease_s"),
+    ],
+)
+def test_options_out_of_range_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SchedulerOptions(**options)

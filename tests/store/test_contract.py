@@ -605,6 +605,40 @@ async def test_renewing_a_claim_you_hold(store: Store) -> None:
     )
 
 
+async def test_claims_of_budgeted_types_are_counted_across_workers(store: Store) -> None:
+    """count_claims counts the claims made with a type after ``since``, whichever worker made
+    them, done or not; claims without a type, older claims and other types are not counted;
+    a claim renewed or taken over without a type keeps the one it had."""
+    org, items = await seeded(store, "a", "b", "c", "d", "e")
+    a, b, c, d, e = (i.integration_id for i in items)
+    first = [SlotClaim(org, a, T0, "xledger"), SlotClaim(org, b, T0, "xledger")]
+    assert await store.claim_slots(first, worker="w1", at=T0, lease_s=60) == first
+    later = T0 + timedelta(seconds=30)
+    second = [SlotClaim(org, c, T0, "xledger"), SlotClaim(org, d, T0, "fiken")]
+    assert await store.claim_slots(second, worker="w2", at=later, lease_s=60) == second
+    untyped = [SlotClaim(org, e, T0)]
+    assert await store.claim_slots(untyped, worker="w2", at=later, lease_s=60) == untyped
+    done = ResultWrite(**{**write(items[0], at=T0).__dict__, "slot_at": T0, "worker": "w1"})
+    assert await store.record_results([done]) == 1  # done still counts as started
+
+    since = T0 - timedelta(seconds=1)
+    assert await store.count_claims({"xledger", "fiken", "tripletex"}, since=since) == {
+        "xledger": 3,
+        "fiken": 1,
+    }
+    # only claims after ``since``: the first two were made at T0
+    assert await store.count_claims(["xledger"], since=T0) == {"xledger": 1}
+    assert await store.count_claims([], since=since) == {}
+    # taken over after the lease by a worker that does not name the type: still counted, at
+    # the new claim time
+    takeover = T0 + timedelta(seconds=100)
+    moved = [SlotClaim(org, b, T0)]
+    assert await store.claim_slots(moved, worker="w3", at=takeover, lease_s=60) == moved
+    assert await store.count_claims(["xledger"], since=takeover - timedelta(minutes=1)) == {
+        "xledger": 1
+    }
+
+
 async def test_old_slot_runs_are_pruned_in_batches(store: Store) -> None:
     """prune_runs deletes runs claimed before the cutoff (done or abandoned), at most
     ``limit`` at a time, and keeps the recent ones guarding their slots."""

@@ -282,7 +282,6 @@ async def plan_and_defer(
     await scheduler.warm_up(at)
     key = plan_key(at)
     held = await scheduler.claim(plan.run, worker=key, at=at, report=report)
-    scheduler.note_starts(held, at)  # budgets are counted where they are planned
     now = time.monotonic()
     batches: dict[str, LocalBatch] = {}
     for start in range(0, len(held), BATCH_SIZE):

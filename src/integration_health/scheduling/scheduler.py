@@ -193,6 +193,11 @@ class SchedulerOptions:
             raise ValueError(f"write_every must be at least 1, not {self.write_every}")
         if self.buffer_limit < 1:
             raise ValueError(f"buffer_limit must be at least 1, not {self.buffer_limit}")
+        for kind, per_minute in self.budgets_per_minute.items():
+            if per_minute < 1:
+                raise ValueError(
+                    f"the budget of {kind!r} must be at least 1 check per minute, not {per_minute}"
+                )
         if self.outage_backoff_max_s < self.tick_s:
             object.__setattr__(self, "outage_backoff_max_s", self.tick_s)
 
@@ -274,7 +279,6 @@ class Scheduler:
         self.last_pass_at: datetime | None = None
         """When the last pass completed (the heartbeat ``/healthz`` reads)."""
         self.last_error: str | None = None
-        self._starts: defaultdict[str, deque[datetime]] = defaultdict(deque)
         self._upcoming: tuple[datetime, list[DueCheck]] | None = None
         self._parsed: dict[UUID, tuple[IntegrationRecord, Integration]] = {}
         self._check_counters: dict[tuple[str, HealthStatus, ErrorCode | None], Any] = {}
@@ -445,17 +449,7 @@ class Scheduler:
         plan, previous = await self.plan(at, report, hide_own_claims=hide_own_claims)
         await self.warm_up(at)
         held = await self.claim(plan.run, worker=self.worker, at=at, report=report)
-        self.note_starts(held, at)
         return report, held, previous
-
-    def note_starts(self, held: list[PlannedCheck], at: datetime) -> None:
-        """Count claimed checks against their type's budget as started at ``at`` — when they
-        are claimed, not when they run, so that a pass planned while the last one's checks
-        have not started yet (:meth:`run` overlaps passes) sees them spent."""
-        budgeted = self.options.budgets_per_minute
-        for p in held:
-            if p.integration.integration_type in budgeted:  # only budgets read the starts
-                self._starts[p.integration.integration_type].append(at)
 
     async def _complete_pass(
         self,
@@ -511,7 +505,7 @@ class Scheduler:
         self._upcoming = (at, upcoming)
         due = [d for d in upcoming if d.slot_at <= at]
         modes = await self._current_modes(at)
-        budgets = self._budgets(at)
+        budgets = await self._budgets(at)
         candidates = [Candidate(self.parse(d.integration), d.status) for d in due]
         plan = plan_checks(candidates, at=at, type_modes=modes, budgets=budgets, max_checks=most)
         held = set(plan.paused) | {kind for kind, count in plan.deferred_budget.items() if count}
@@ -582,8 +576,17 @@ class Scheduler:
         """Claim the slots of ``planned`` for ``worker``; returns those it holds."""
         if not planned:
             return []
+        budgeted = self.options.budgets_per_minute
         claims = [
-            SlotClaim(p.integration.org_id, p.integration.integration_id, p.slot_at)
+            SlotClaim(
+                p.integration.org_id,
+                p.integration.integration_id,
+                p.slot_at,
+                # kept with the claim for the budget's count (``_budgets``)
+                p.integration.integration_type
+                if p.integration.integration_type in budgeted
+                else None,
+            )
             for p in planned
         ]
         got = await self.store.claim_slots(
@@ -647,15 +650,17 @@ class Scheduler:
                 modes[mode.integration_type] = mode
         return modes
 
-    def _budgets(self, at: datetime) -> dict[str, int]:
-        budgets = {}
-        window_start = at - timedelta(minutes=1)
-        for kind, per_minute in self.options.budgets_per_minute.items():
-            starts = self._starts[kind]
-            while starts and starts[0] <= window_start:
-                starts.popleft()
-            budgets[kind] = max(0, per_minute - len(starts))
-        return budgets
+    async def _budgets(self, at: datetime) -> dict[str, int]:
+        """What is left of each budgeted type's request budget at ``at``: its per-minute
+        budget less the checks of the type claimed in the minute before, by any process on
+        this store — counted when claimed, not when run, so a pass planned while another's
+        checks have not started yet (:meth:`run` overlaps passes; other workers plan too)
+        sees them spent."""
+        per_minute = self.options.budgets_per_minute
+        if not per_minute:
+            return {}
+        started = await self.store.count_claims(per_minute, since=at - timedelta(minutes=1))
+        return {kind: max(0, n - started.get(kind, 0)) for kind, n in per_minute.items()}
 
     async def warm_up(self, at: datetime) -> None:
         """Warm up the checks due within ``options.warmup_s`` of ``at``.

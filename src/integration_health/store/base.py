@@ -96,6 +96,9 @@ class SlotClaim:
     org_id: UUID
     integration_id: UUID
     slot_at: datetime
+    integration_type: str | None = None
+    """Set for a type with a request budget: the store keeps it with the claim, so that every
+    process sharing the database counts the same starts (:meth:`Store.count_claims`)."""
 
 
 @dataclass(frozen=True)
@@ -343,6 +346,18 @@ class Store(Protocol):
         over only once its claim is older than ``lease_s`` (that worker died). Claiming a slot
         you already hold renews the claim (its lease starts again at ``at``); a claim taken
         over by someone else is not returned.
+        """
+        ...
+
+    async def count_claims(
+        self, integration_types: Collection[str], *, since: datetime
+    ) -> dict[str, int]:
+        """Slots of each of ``integration_types`` claimed after ``since`` (done or not), by
+        every worker on this store: the checks started against the type's request budget.
+
+        Only claims made with :attr:`SlotClaim.integration_type` set are counted. A renewed
+        or taken-over claim counts from its latest claim time (a budget may then hold back a
+        check it need not have; it is never exceeded). Types with no claim are left out.
         """
         ...
 

@@ -323,9 +323,21 @@ class MemoryStore:
                 expired = run is not None and (at - run.claimed_at).total_seconds() > lease_s
                 renew = run is not None and run.worker == worker
                 if run is None or (run.state == "claimed" and (expired or renew)):
-                    self._runs[key] = _Run(worker=worker, claimed_at=at)
+                    kind = claim.integration_type or (run.integration_type if run else None)
+                    self._runs[key] = _Run(worker=worker, claimed_at=at, integration_type=kind)
                     got.append(claim)
             return got
+
+    async def count_claims(
+        self, integration_types: Collection[str], *, since: datetime
+    ) -> dict[str, int]:
+        wanted = set(integration_types)
+        counts: dict[str, int] = {}
+        for run in self._runs.values():
+            kind = run.integration_type
+            if kind is not None and kind in wanted and run.claimed_at > since:
+                counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
         async with self._lock:
@@ -363,5 +375,6 @@ def _iso(value: datetime | None) -> str | None:
 class _Run:
     worker: str
     claimed_at: datetime
+    integration_type: str | None = None
     state: str = "claimed"
     drift_ms: int | None = None

@@ -356,14 +356,16 @@ where (select count(*) from upserted) >= 0
 # lists what we got.
 _CLAIM_SLOTS = """
 insert into public.integration_check_runs as run (
-    integration_id, slot_at, org_id, state, worker, claimed_at
+    integration_id, slot_at, org_id, state, worker, claimed_at, integration_type
 )
-select c.integration_id, c.slot_at, c.org_id, 'claimed', %(worker)b, %(at)b
-from unnest(%(integration_id)b::uuid[], %(slot_at)b::timestamptz[], %(org_id)b::uuid[])
-    as c(integration_id, slot_at, org_id)
+select c.integration_id, c.slot_at, c.org_id, 'claimed', %(worker)b, %(at)b, c.integration_type
+from unnest(%(integration_id)b::uuid[], %(slot_at)b::timestamptz[], %(org_id)b::uuid[],
+            %(integration_type)b::text[])
+    as c(integration_id, slot_at, org_id, integration_type)
 on conflict (integration_id, slot_at) do update set
     worker = excluded.worker,
-    claimed_at = excluded.claimed_at
+    claimed_at = excluded.claimed_at,
+    integration_type = coalesce(excluded.integration_type, run.integration_type)
 where run.state = 'claimed'
   and (run.claimed_at < %(cutoff)b or run.worker = excluded.worker)
 returning run.integration_id, run.slot_at
@@ -1324,6 +1326,7 @@ class PostgresStore:
             "integration_id": [c.integration_id for c in unique],
             "slot_at": [c.slot_at for c in unique],
             "org_id": [c.org_id for c in unique],
+            "integration_type": [c.integration_type for c in unique],
             "worker": worker,
             "at": at,
             "cutoff": at - timedelta(seconds=lease_s),
@@ -1337,6 +1340,21 @@ class PostgresStore:
             claim, missing_reference="a slot belongs to an integration that is not stored"
         )
         return [c for c in claims if (c.integration_id, c.slot_at.astimezone(UTC)) in got]
+
+    async def count_claims(
+        self, integration_types: Collection[str], *, since: datetime
+    ) -> dict[str, int]:
+        if not integration_types:
+            return {}
+        query = (
+            "select integration_type, count(*) from public.integration_check_runs "
+            "where integration_type = any(%s::text[]) and claimed_at > %s "
+            "group by integration_type"
+        )
+        rows = await self._run(
+            lambda conn: _fetch_tuples(conn, query, (sorted(set(integration_types)), since))
+        )
+        return {kind: int(count) for kind, count in rows}
 
     async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
         query = (

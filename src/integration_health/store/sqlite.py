@@ -544,9 +544,12 @@ class SQLiteStore:
                 for item in claims:
                     row = conn.execute(
                         "INSERT INTO integration_check_runs (integration_id, slot_at, org_id, "
-                        "state, worker, claimed_at) VALUES (?, ?, ?, 'claimed', ?, ?) "
+                        "state, worker, claimed_at, integration_type) "
+                        "VALUES (?, ?, ?, 'claimed', ?, ?, ?) "
                         "ON CONFLICT (integration_id, slot_at) DO UPDATE SET "
-                        "worker = excluded.worker, claimed_at = excluded.claimed_at "
+                        "worker = excluded.worker, claimed_at = excluded.claimed_at, "
+                        "integration_type = coalesce(excluded.integration_type, "
+                        "integration_check_runs.integration_type) "
                         "WHERE integration_check_runs.state = 'claimed' "
                         "AND (integration_check_runs.claimed_at < ? "
                         "OR integration_check_runs.worker = excluded.worker) "
@@ -557,6 +560,7 @@ class SQLiteStore:
                             str(item.org_id),
                             worker,
                             claimed_at,
+                            item.integration_type,
                             cutoff,
                         ),
                     ).fetchone()
@@ -572,6 +576,25 @@ class SQLiteStore:
             return got
 
         return await self._call(claim)
+
+    async def count_claims(
+        self, integration_types: Collection[str], *, since: datetime
+    ) -> dict[str, int]:
+        kinds = sorted(set(integration_types))
+        if not kinds:
+            return {}
+
+        def count(conn: sqlite3.Connection) -> dict[str, int]:
+            marks = ", ".join("?" * len(kinds))
+            rows = conn.execute(
+                "SELECT integration_type, count(*) FROM integration_check_runs "
+                f"WHERE integration_type IN ({marks}) AND claimed_at > ? "
+                "GROUP BY integration_type",
+                (*kinds, ts(since)),
+            ).fetchall()
+            return {row[0]: int(row[1]) for row in rows}
+
+        return await self._call(count)
 
     async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
         def prune(conn: sqlite3.Connection) -> int:
