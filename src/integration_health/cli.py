@@ -159,7 +159,14 @@ async def _store() -> AsyncIterator[Store]:
 
 
 def _registry() -> CheckRegistry:
-    return default_registry(state.settings())
+    registry = default_registry(state.settings())
+    for kind in registry.settings.degraded_latency_ms:
+        if kind not in registry.types:  # a typo would leave the type's threshold unset
+            fail(
+                f"INTEGRATION_HEALTH_DEGRADED_LATENCY_MS: unknown integration type {kind!r}; "
+                "known types: " + ", ".join(registry.types)
+            )
+    return registry
 
 
 def _version(value: bool) -> None:

@@ -175,14 +175,29 @@ def test_budgets_from_the_environment_and_flags_hold_across_processes(
             {"INTEGRATION_HEALTH_BUDGETS_PER_MINUTE": "xledger=0"},
             "at least 1 check per minute",
         ),
+        (
+            ["scheduler"],
+            {"INTEGRATION_HEALTH_DEGRADED_LATENCY_MS": "htp=1500"},
+            "INTEGRATION_HEALTH_DEGRADED_LATENCY_MS: unknown integration type 'htp'",
+        ),
     ],
-    ids=["zero", "typo", "worker-typo", "serve-typo", "env-typo", "env-malformed", "env-zero"],
+    ids=[
+        "zero",
+        "typo",
+        "worker-typo",
+        "serve-typo",
+        "env-typo",
+        "env-malformed",
+        "env-zero",
+        "latency-typo",
+    ],
 )
 def test_bad_budgets_are_refused_before_anything_runs(
     tmp_path: Path, command: list[str], extra_env: dict[str, str], message: str
 ) -> None:
-    """A budget of 0, an unknown type (a typo would leave the vendor unprotected) or a
-    malformed setting stops the command with one line naming where it came from."""
+    """A budget of 0, an unknown type (a typo would leave the vendor unprotected, or the
+    type's latency threshold unset) or a malformed setting stops the command with one line
+    naming where it came from."""
     proc = cli({**env_for(tmp_path), **extra_env}, *command)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
