@@ -13,6 +13,7 @@ __all__ = [
     "ALERT_DELIVERIES",
     "ALERT_DELIVERY_DURATION",
     "ALERT_INCIDENTS",
+    "BUDGET_HELD",
     "CHECKS",
     "CHECK_LATENCY",
     "COLD_STARTS",
@@ -64,6 +65,14 @@ TYPE_PAUSES = Counter(
 COLD_STARTS = Counter(
     "integration_health_cold_starts",
     "First checks of a type after a long idle period.",
+    ["integration_type"],
+    registry=REGISTRY,
+)
+BUDGET_HELD = Gauge(
+    "integration_health_budget_held_checks",
+    "Due checks of a type that its per-minute request budget held back at the last plan of"
+    " this process (0 once the budget keeps up; lasting above 0: the budget is too small for"
+    " the type's integrations and intervals).",
     ["integration_type"],
     registry=REGISTRY,
 )

@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from integration_health import ErrorCode, HealthResult, HealthStatus, MonitoringMode, Settings
+from integration_health import (
+    ErrorCode,
+    HealthResult,
+    HealthStatus,
+    MonitoringMode,
+    Settings,
+    metrics,
+)
 from integration_health.adapters.xledger import XledgerConfig
 from integration_health.checks import CheckRegistry
 from integration_health.errors import StoreError, StoreUnavailable
@@ -164,8 +171,6 @@ async def test_drift_over_five_minutes_is_logged(
     store: Store, fakes: tuple[CheckRegistry, FakeCheck], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A check starting 6 min after its slot is logged with both timestamps and counted."""
-    from integration_health import metrics
-
     registry, _ = fakes
     [item] = await seed(store, 1)
     clock = Clock(T0)
@@ -221,13 +226,22 @@ async def test_budget_spreads_checks_over_minutes(
     scheduler = Scheduler(
         store, registry, clock=clock, options=SchedulerOptions(budgets_per_minute={"fake": 4})
     )
+
+    def held() -> float | None:
+        return metrics.REGISTRY.get_sample_value(
+            "integration_health_budget_held_checks", {"integration_type": "fake"}
+        )
+
     async with registry:
         ran = [(await scheduler.run_pass()).ran]
+        assert held() == 6
         ran.append((await scheduler.run_pass()).ran)  # same minute: budget spent
         clock.advance(seconds=61)
         ran.append((await scheduler.run_pass()).ran)
+        assert held() == 2
         clock.advance(seconds=61)
         ran.append((await scheduler.run_pass()).ran)
+        assert held() == 0  # the budget kept up
     assert ran == [4, 0, 4, 2]
 
 

@@ -544,6 +544,8 @@ class Scheduler:
             candidates.extend(extra)
         report.due = len(plan.run)
         report.deferred_budget = plan.deferred_budget
+        for kind in budgets:
+            metrics.BUDGET_HELD.labels(kind).set(plan.deferred_budget.get(kind, 0))
         report.paused = plan.paused
         previous = {c.integration.integration_id: state_of(c.status) for c in candidates}
         return plan, previous
