@@ -77,12 +77,22 @@ class ServerProcess:
     ...     print(server.url)
     """
 
-    def __init__(self, kind: str = "aiohttp", *, workers: int = 1, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        kind: str = "aiohttp",
+        *,
+        workers: int = 1,
+        host: str = "127.0.0.1",
+        delay_ms: float = 0.0,
+    ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        if delay_ms < 0 or (delay_ms and kind != "raw"):
+            raise ValueError("delay_ms must be at least 0, and only the raw server takes one")
         self.kind = kind
+        self.delay_ms = delay_ms
         self.workers = workers
         self.host = host
         self.port = 0
@@ -117,6 +127,8 @@ class ServerProcess:
         ]
         if self.workers > 1:
             command.append("--reuse-port")
+        if self.delay_ms:
+            command += ["--delay-ms", str(self.delay_ms)]
         proc = subprocess.Popen(command, stdout=subprocess.PIPE)  # noqa: S603 - our own script
         self._procs.append(proc)
         assert proc.stdout is not None
@@ -196,11 +208,15 @@ def markdown_table(headers: list[str], rows: list[list[str]], *, left: int = 1) 
 
 
 class _OkProtocol(asyncio.Protocol):
-    """200 with an empty body to every request head; requests are assumed to have no body."""
+    """200 with an empty body to every request head; requests are assumed to have no body.
 
-    def __init__(self) -> None:
+    With ``delay_s``, each answer leaves that long after its request arrived, as from a
+    vendor whose API takes that long (the server's CPU per request stays the same)."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
+        self._delay_s = delay_s
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -215,11 +231,23 @@ class _OkProtocol(asyncio.Protocol):
                 return
             head = self._buffer[:end].lower()
             self._buffer = self._buffer[end + 4 :]
-            if b"connection: close" in head:
-                self._transport.write(_OK_CLOSE)
-                self._transport.close()
+            close = b"connection: close" in head
+            if self._delay_s:
+                asyncio.get_running_loop().call_later(self._delay_s, self._answer, close)
+            else:
+                self._answer(close)
+            if close:
                 return
-            self._transport.write(_OK_KEEP_ALIVE)
+
+    def _answer(self, close: bool) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return  # the client gave up first
+        if close:
+            transport.write(_OK_CLOSE)
+            transport.close()
+        else:
+            transport.write(_OK_KEEP_ALIVE)
 
     def eof_received(self) -> bool | None:
         if self._transport is not None:
@@ -241,7 +269,7 @@ class _HangProtocol(asyncio.Protocol):
         return None
 
 
-async def _serve(kind: str, host: str, port: int, reuse_port: bool) -> None:
+async def _serve(kind: str, host: str, port: int, reuse_port: bool, delay_s: float) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -265,7 +293,10 @@ async def _serve(kind: str, host: str, port: int, reuse_port: bool) -> None:
         await stop.wait()
         await runner.cleanup()
         return
-    factory = _OkProtocol if kind == "raw" else _HangProtocol
+
+    def factory() -> asyncio.Protocol:
+        return _OkProtocol(delay_s) if kind == "raw" else _HangProtocol()
+
     raw = await loop.create_server(factory, host, port, backlog=4096, reuse_port=reuse_port or None)
     print(f"LISTENING {raw.sockets[0].getsockname()[1]}", flush=True)
     await stop.wait()
@@ -281,9 +312,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=0)
     serve.add_argument("--reuse-port", action="store_true", help="share the port (SO_REUSEPORT)")
+    serve.add_argument(
+        "--delay-ms", type=float, default=0.0, help="raw: answer this long after each request"
+    )
     args = parser.parse_args(argv)
     raise_fd_limit()
-    asyncio.run(_serve(args.kind, args.host, args.port, args.reuse_port))
+    asyncio.run(_serve(args.kind, args.host, args.port, args.reuse_port, args.delay_ms / 1000))
 
 
 if __name__ == "__main__":

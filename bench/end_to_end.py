@@ -41,6 +41,13 @@ work — due rows, planning, configs, claims, writes, metrics. The lines "CPU pe
 runner's" then measure it; their minimum over rounds is the steadiest figure on a shared
 machine (contention only adds), the one to compare two versions of the code with.
 
+``--vendor-ms MS`` makes the fake vendor answer each request MS milliseconds after it arrives,
+as a real vendor's API does (50–2,000 ms) — its CPU per request unchanged: checks then wait on
+the network, and throughput is bounded by the checks in flight (``--concurrency``, 1,000 by
+default in ``Settings``) divided by the latency, or by the CPU, whichever comes first. The
+``≥ 0.8×`` verdict is meant for the default, a vendor answering at once, where every variant is
+bound by its CPU.
+
 ``--hung F`` points every 1/F-th integration at a ``hang`` server (accepts, never answers),
 so those checks end at the deadline (``--timeout``, default the Settings' 10 s).
 
@@ -690,7 +697,8 @@ async def parent(args: argparse.Namespace) -> int:
         f"# end_to_end: {args.integrations:,} http integrations in {args.orgs} orgs, concurrency"
         f" {args.concurrency}, scheduler batch {args.batch}, {args.rounds} rounds (order"
         f" alternated){', every one checked before (steady state)' if args.checked else ''}"
-        f"{', instant checks (no I/O)' if args.instant else ''};"
+        f"{', instant checks (no I/O)' if args.instant else ''}"
+        f"{f', vendor answers after {args.vendor_ms:g} ms' if args.vendor_ms else ''};"
         f" {args.loop} event loop;"
         f" PostgreSQL {version}; Python {platform.python_version()},"
         f" {len(os.sched_getaffinity(0))} CPUs, loadavg {_loadavg()}"
@@ -698,7 +706,7 @@ async def parent(args: argparse.Namespace) -> int:
     runs: list[tuple[str, str, dict[str, Any]]] = []
     try:
         with (
-            ServerProcess("raw") as server,
+            ServerProcess("raw", delay_ms=args.vendor_ms) as server,
             ServerProcess("hang") if args.hung else contextlib.nullcontext() as hang,
             tempfile.TemporaryDirectory() as logs,
         ):
@@ -813,10 +821,10 @@ def _report(
             f" median {statistics.median(extra):,.1f} µs, min {min(extra):,.1f} µs"
         )
     ratio = rate["scheduler+pg"] / rate["runner"]
-    print(
-        f"scheduler+pg / runner (medians): {ratio:.2f}× — "
-        f"{'meets' if ratio >= 0.8 else 'MISSES'} the ≥ 0.8× target"
-    )
+    verdict = f"{'meets' if ratio >= 0.8 else 'MISSES'} the ≥ 0.8× target"
+    if args.vendor_ms:  # the target's condition is a vendor answering at once
+        verdict = f"vendor latency {args.vendor_ms:g} ms, not the target's condition (0 ms)"
+    print(f"scheduler+pg / runner (medians): {ratio:.2f}× — {verdict}")
     one = rate["scheduler+pg"]
     print(
         f"one scheduler process: {one:,.0f} checks/s = {one * 900:,.0f} per 15 min — "
@@ -931,6 +939,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=None, help="check deadline in seconds (Settings' 10)"
     )
     parser.add_argument(
+        "--vendor-ms",
+        type=float,
+        default=0.0,
+        help="the fake vendor answers each request this many ms after it arrives (0)",
+    )
+    parser.add_argument(
         "--checked",
         action="store_true",
         help="start from a monitor's steady state: every integration checked 16 min ago and"
@@ -961,6 +975,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--hung must be at least 0 and below 1")
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.vendor_ms < 0:
+        parser.error("--vendor-ms must be at least 0")
+    if args.vendor_ms and args.instant:
+        parser.error("--vendor-ms and --instant exclude each other (instant checks send nothing)")
     if args.worker_jobs < 0:
         parser.error("--worker-jobs must be positive (0: 2 x concurrency/50 + 1)")
     if args.child and not args.db:
