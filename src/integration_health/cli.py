@@ -149,10 +149,16 @@ async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
 
 
 @asynccontextmanager
-async def _store() -> AsyncIterator[Store]:
+async def _store(*, current: bool = True) -> AsyncIterator[Store]:
+    """The store of ``--database-url``. ``current``: refuse a PostgreSQL schema that lacks
+    migrations of this version (SQLite upgrades itself on open) — a newer version's queries
+    against an older schema would fail one by one, mid-run."""
     settings = state.settings()
     store = await open_store(settings.database_url)
     try:
+        require = getattr(store, "require_current_schema", None)  # PostgreSQL's
+        if current and require is not None:
+            await require()
         yield store
     finally:
         await store.aclose()
@@ -231,7 +237,7 @@ def db_upgrade() -> None:
     """Create the schema, or apply the migrations it lacks (a second run changes nothing)."""
 
     async def body() -> list[str]:
-        async with _store() as store:
+        async with _store(current=False) as store:
             return await store.upgrade()
 
     applied = _run(body)

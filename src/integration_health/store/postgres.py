@@ -172,6 +172,11 @@ def _translate(exc: psycopg.Error, url: str, password: str | None) -> StoreError
             f"the database schema at {url} is missing ({message}): "
             "run `integration-health db upgrade`"
         )
+    if isinstance(exc, pg_errors.UndefinedColumn | pg_errors.UndefinedFunction):
+        return SchemaError(
+            f"the database schema at {url} is older than this version ({message}): "
+            "run `integration-health db upgrade`"
+        )
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return StoreError(f"PostgreSQL refused: {message}")
     if isinstance(exc, psycopg.OperationalError):
@@ -958,27 +963,12 @@ class PostgresStore:
                     " applied_at timestamptz not null default now())",
                     prepare=False,
                 )
-                done = {
-                    r["version"]
-                    for r in await _fetch(
-                        conn, "select version from integration_health.schema_migrations"
-                    )
-                }
-                unknown = sorted(done - {name for name, _ in pending})
+                done, unknown, supabase_cli = await _applied(conn, [n for n, _ in pending])
                 if unknown:
                     raise SchemaError(
                         f"the database at {self.url} has migrations this version does not know "
                         f"({', '.join(unknown)}): upgrade integration-health"
                     )
-                supabase_cli = await _scalar(
-                    conn, "select to_regclass('supabase_migrations.schema_migrations') is not null"
-                )
-                if supabase_cli:  # versions applied with `supabase db push` / `migration up`
-                    rows = await _fetch(
-                        conn, "select version from supabase_migrations.schema_migrations"
-                    )
-                    versions = {r["version"] for r in rows}
-                    done |= {name for name, _ in pending if name.split("_", 1)[0] in versions}
                 for name, sql in pending:
                     if name in done:
                         continue
@@ -998,6 +988,35 @@ class PostgresStore:
             return applied
 
         return await self._run(apply)
+
+    async def pending_migrations(self) -> list[str]:
+        """The packaged migrations this database has not applied yet, oldest first (all of
+        them where the schema was never created)."""
+        names = [name for name, _ in migrations()]
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> set[str]:
+            done, _unknown, _supabase_cli = await _applied(conn, names)
+            return done
+
+        done = await self._run(read)
+        return [name for name in names if name not in done]
+
+    async def require_current_schema(self) -> None:
+        """Raise :class:`SchemaError` unless every migration of this version is applied: a
+        newer version's statements against an older schema would fail one by one, mid-run
+        (``integration-health`` commands check this first; ``db upgrade`` fixes it)."""
+        pending = await self.pending_migrations()
+        if not pending:
+            return
+        if len(pending) == len(migrations()):
+            raise SchemaError(
+                f"the database at {self.url} has no integration-health schema: run "
+                "`integration-health db upgrade` first"
+            )
+        raise SchemaError(
+            f"the database schema at {self.url} lacks {len(pending)} migration(s) of this "
+            f"version ({', '.join(pending)}): run `integration-health db upgrade` first"
+        )
 
     # -- reads as a user --------------------------------------------------------------------
 
@@ -1413,6 +1432,32 @@ class PostgresStore:
             )
         )
         return int(rows[0]["n"])
+
+
+async def _applied(
+    conn: psycopg.AsyncConnection[Any], names: Sequence[str]
+) -> tuple[set[str], list[str], bool]:
+    """Of the migrations ``names``, those the database has applied — recorded by us, or by
+    the Supabase CLI (``supabase_migrations.schema_migrations``, by version) — then the
+    versions recorded by us that ``names`` lacks (a newer integration-health applied them),
+    and whether the Supabase CLI's table exists."""
+    done: set[str] = set()
+    if await _scalar(
+        conn, "select to_regclass('integration_health.schema_migrations') is not null"
+    ):
+        rows = await _fetch(conn, "select version from integration_health.schema_migrations")
+        done = {r["version"] for r in rows}
+    unknown = sorted(done - set(names))
+    supabase_cli = bool(
+        await _scalar(
+            conn, "select to_regclass('supabase_migrations.schema_migrations') is not null"
+        )
+    )
+    if supabase_cli:  # versions applied with `supabase db push` / `migration up`
+        rows = await _fetch(conn, "select version from supabase_migrations.schema_migrations")
+        versions = {r["version"] for r in rows}
+        done |= {name for name in names if name.split("_", 1)[0] in versions}
+    return done, unknown, supabase_cli
 
 
 async def _scalar(conn: psycopg.AsyncConnection[Any], query: str) -> Any:
