@@ -16,9 +16,9 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
 
 import typer
@@ -37,6 +37,9 @@ from .model import HealthStatus, utcnow
 from .runner import CheckOutcome, run_health_checks
 from .settings import Settings
 from .store import Organization, Store, mask_url, open_store
+
+if TYPE_CHECKING:
+    from .scheduling import SchedulerOptions
 
 __all__ = ["app", "main"]
 
@@ -647,6 +650,23 @@ BudgetOption = Annotated[
 ]
 
 
+def _scheduler_options(
+    registry: CheckRegistry, budget: list[str] | None, **options: Any
+) -> SchedulerOptions:
+    """The scheduling options of ``scheduler``, ``worker`` and ``serve``: their flags
+    (``options``, ``--budget``) and the settings' budgets and rate-limit pause."""
+    from .scheduling import SchedulerOptions  # noqa: PLC0415
+
+    settings = registry.settings
+    return SchedulerOptions(
+        budgets_per_minute=_budgets(budget or [], registry),
+        rate_limit_threshold=settings.rate_limit_threshold,
+        rate_limit_window=timedelta(seconds=settings.rate_limit_window_s),
+        rate_limit_cooldown=timedelta(seconds=settings.rate_limit_cooldown_s),
+        **options,
+    )
+
+
 def _budgets(values: list[str], registry: CheckRegistry) -> dict[str, int]:
     """The per-minute budgets: the setting's, then ``--budget`` flags; each type known."""
     budgets = dict(registry.settings.budgets_per_minute)
@@ -704,13 +724,11 @@ def scheduler(
 
     from .alerting.config import load_alerting_config  # noqa: PLC0415
     from .alerting.service import AlertingService, build_after_pass_hook  # noqa: PLC0415
-    from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
+    from .scheduling import Scheduler  # noqa: PLC0415
 
     _use_loop(loop)
     registry = _registry()
-    options = SchedulerOptions(
-        tick_s=tick, lease_s=lease, budgets_per_minute=_budgets(budget or [], registry)
-    )
+    options = _scheduler_options(registry, budget, tick_s=tick, lease_s=lease)
 
     async def body() -> None:
         settings = state.settings()
@@ -792,7 +810,6 @@ def worker(
     """
     import signal  # noqa: PLC0415
 
-    from .scheduling import SchedulerOptions  # noqa: PLC0415
     from .scheduling.distributed import (  # noqa: PLC0415 - optional dependency
         build_app,
         default_jobs,
@@ -810,7 +827,7 @@ def worker(
         )
     _use_loop(loop)
     registry = _registry()
-    options = SchedulerOptions(lease_s=lease, budgets_per_minute=_budgets(budget or [], registry))
+    options = _scheduler_options(registry, budget, lease_s=lease)
     jobs = concurrency or default_jobs(registry.settings.concurrency)
 
     async def body() -> None:
@@ -985,7 +1002,7 @@ def serve(
     SIGTERM or Ctrl-C stops it gracefully (requests and checks in flight finish) with exit 0.
     """
     from .alerting.config import load_alerting_config  # noqa: PLC0415
-    from .scheduling import Scheduler, SchedulerOptions  # noqa: PLC0415
+    from .scheduling import Scheduler  # noqa: PLC0415
     from .web.app import create_app  # noqa: PLC0415
     from .web.server import WebServer, bind_socket, ensure_bind_allowed  # noqa: PLC0415
 
@@ -996,7 +1013,7 @@ def serve(
         fail(str(exc))
     _use_loop(loop)
     registry = _registry()
-    options = SchedulerOptions(tick_s=tick, budgets_per_minute=_budgets(budget or [], registry))
+    options = _scheduler_options(registry, budget, tick_s=tick)
     alerting = _LazyAlerting(settings)
 
     def scheduler_for(store: Store, registry: CheckRegistry) -> Scheduler:

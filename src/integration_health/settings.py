@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     """Most checks started per minute per integration type, across every scheduler and
     worker on the database, e.g. ``xledger=30,visma_net=60`` (types not listed: unlimited).
     ``--budget TYPE=N`` flags of ``scheduler`` and ``worker`` add to it and win."""
+    rate_limit_threshold: int = Field(default=5, ge=1, le=100_000)
+    """Rate-limited results of one integration type within ``rate_limit_window_s`` that pause
+    the type's active checks (the vendor keeps saying "too many requests")."""
+    rate_limit_window_s: float = Field(default=900.0, gt=0, le=86_400)
+    """The window in which ``rate_limit_threshold`` rate-limited results are counted."""
+    rate_limit_cooldown_s: float = Field(default=3_600.0, gt=0, le=7 * 86_400)
+    """How long active checks of a rate-limited type stay paused (sync outcomes continue)."""
     alerting_file: str | None = None
     """YAML file with the alerting configuration (thresholds, webhooks; docs/alerting.md).
     Unset: default thresholds and no webhook (alerts are still recorded)."""

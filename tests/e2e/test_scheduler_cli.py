@@ -202,3 +202,31 @@ def test_bad_budgets_are_refused_before_anything_runs(
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_the_rate_limit_pause_is_configured_from_the_environment(
+    tmp_path: Path, endpoint_in_thread: tuple[HttpEndpointFake, str]
+) -> None:
+    """Two rate-limited results do not pause a type at the default threshold (5); with
+    INTEGRATION_HEALTH_RATE_LIMIT_THRESHOLD=2 they do, for the configured cool-down."""
+    _fake, url = endpoint_in_thread
+    rows = "".join(
+        f"""
+          - {{id: 0b1c0000-0000-4000-8000-00000000020{i}, org_id: {ORG},
+              integration_type: http, name: limited{i}, url: "{url}/status/429"}}"""
+        for i in range(2)
+    )
+    paused = "active checks paused for 10 min"
+    for threshold, expect_pause in ((None, False), ("2", True)):
+        env = env_for(tmp_path / str(threshold))
+        (tmp_path / str(threshold)).mkdir()
+        if threshold is not None:
+            env["INTEGRATION_HEALTH_RATE_LIMIT_THRESHOLD"] = threshold
+        env["INTEGRATION_HEALTH_RATE_LIMIT_COOLDOWN_S"] = "600"
+        path = tmp_path / str(threshold) / "integrations.yaml"
+        path.write_text("integrations:" + textwrap.dedent(rows) + "\n")
+        assert cli(env, "integrations", "import", str(path)).returncode == 0
+        once = cli(env, "scheduler", "--once")
+        assert once.returncode == 0, once.stderr
+        assert "2 check(s) run" in once.stdout
+        assert (paused in once.stderr) is expect_pause, once.stderr

@@ -935,6 +935,9 @@ async def test_sync_outcomes_of_active_integrations_do_not_hold_up_other_checks(
         ({"write_every": 0}, "write_every must be at least 1"),
         ({"buffer_limit": 0}, "buffer_limit must be at least 1"),
         ({"runs_retention_s": 10.0}, "runs_retention_s must be at least lease_s"),
+        ({"rate_limit_threshold": 0}, "rate_limit_threshold must be at least 1"),
+        ({"rate_limit_window": timedelta(0)}, "must be positive"),
+        ({"rate_limit_cooldown": timedelta(seconds=-1)}, "must be positive"),
     ],
 )
 def test_options_out_of_range_are_refused(options: dict[str, Any], message: str) -> None:

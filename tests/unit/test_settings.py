@@ -36,3 +36,14 @@ def test_bad_budgets_are_refused(monkeypatch: pytest.MonkeyPatch, value: str, me
 def test_a_zero_budget_given_in_python_is_refused_too() -> None:
     with pytest.raises(ValidationError, match="at least 1 check per minute"):
         Settings(budgets_per_minute={"xledger": 0})
+
+
+def test_the_rate_limit_pause_settings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTEGRATION_HEALTH_RATE_LIMIT_THRESHOLD", "2")
+    monkeypatch.setenv("INTEGRATION_HEALTH_RATE_LIMIT_COOLDOWN_S", "600")
+    settings = Settings()
+    assert (settings.rate_limit_threshold, settings.rate_limit_window_s) == (2, 900.0)
+    assert settings.rate_limit_cooldown_s == 600.0
+    monkeypatch.setenv("INTEGRATION_HEALTH_RATE_LIMIT_THRESHOLD", "0")
+    with pytest.raises(ValidationError, match="rate_limit_threshold"):
+        Settings()

@@ -193,6 +193,12 @@ class SchedulerOptions:
             raise ValueError(f"write_every must be at least 1, not {self.write_every}")
         if self.buffer_limit < 1:
             raise ValueError(f"buffer_limit must be at least 1, not {self.buffer_limit}")
+        if self.rate_limit_threshold < 1:
+            raise ValueError(
+                f"rate_limit_threshold must be at least 1, not {self.rate_limit_threshold}"
+            )
+        if self.rate_limit_window <= timedelta(0) or self.rate_limit_cooldown <= timedelta(0):
+            raise ValueError("rate_limit_window and rate_limit_cooldown must be positive")
         for kind, per_minute in self.budgets_per_minute.items():
             if per_minute < 1:
                 raise ValueError(
