@@ -51,8 +51,10 @@ bound by its CPU.
 ``--hung F`` points every 1/F-th integration at a ``hang`` server (accepts, never answers),
 so those checks end at the deadline (``--timeout``, default the Settings' 10 s).
 
-Both kinds of child run ``gc.collect(); gc.freeze()`` after set-up, as ``integration-health
-scheduler`` does. After each scheduler run the script counts, with SQL, the status rows,
+Every child runs ``settle_heap()`` after set-up (collect, ``gc.freeze()``, the collector's
+thresholds raised to (50,000, 20, 100)), as ``integration-health scheduler`` and ``worker`` do
+once started; the runner child too, so that it is not the only one to pay CPython's default
+thresholds. After each scheduler run the script counts, with SQL, the status rows,
 history rows and completed slots, which must all equal the number of integrations.
 
 Columns: ``checks/s`` (wall), ``CPU µs/check`` of the Python process(es), ``PG CPU µs/check``
@@ -75,7 +77,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import math
 import os
@@ -202,8 +203,10 @@ def _kinds(outcomes: Any) -> Counter[str]:
 
 
 def _freeze() -> None:
-    gc.collect()
-    gc.freeze()
+    """What ``integration-health scheduler|worker`` do once started (every child does it)."""
+    from integration_health._heap import settle_heap  # noqa: PLC0415
+
+    settle_heap()
 
 
 async def _child_runner(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,9 @@ a full batch ran; ``--loop run``: ``Scheduler.run``, the loop of ``integration-h
 scheduler``, whose passes overlap, stopped once a pass finds nothing left to plan. Every
 integration comes due once per slot (interval 900 s). The checks
 are real HEAD requests to a local fake server in its own process (``raw``, real sockets).
+Before the first slot the script calls ``settle_heap()`` (``gc.freeze()`` and the collector's
+raised thresholds), as the long-running commands do once started; the last lines give the
+process's peak RSS.
 
 After each slot (outside the timing, after ``gc.collect()``): checks run, passes, seconds,
 checks/s, RSS MiB, open fds (``/proc/self/fd``), GC-tracked objects, history rows and
@@ -39,6 +42,7 @@ import asyncio
 import gc
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import sys
@@ -52,6 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from _servers import ServerProcess, markdown_table, raise_fd_limit
 from integration_health import Settings, default_registry
+from integration_health._heap import settle_heap
 from integration_health.adapters.http import HttpConfig
 from integration_health.integrations_file import to_records
 from integration_health.scheduling.scheduler import PassReport, Scheduler, SchedulerOptions
@@ -303,6 +308,7 @@ async def soak(args: argparse.Namespace, base_url: str, box: SoakStore) -> list[
             stop.set()
 
     scheduler.after_pass.append(count)
+    settle_heap()  # as `integration-health scheduler` once started (gc.freeze, thresholds)
     try:
         async with registry:
             for slot in range(1, args.slots + 1):
@@ -454,6 +460,8 @@ async def amain(args: argparse.Namespace) -> int:
         f" are pruned, a round every simulated hour; at most"
         f" {(args.runs_retention_h + 1) * 4 + 1:g} slots' worth stay)"
     )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {peak:,.1f} MiB (this process, set-up included)")
     print(f"load average before {load_before}, after {load_after}")
     return 0 if every else 1
 

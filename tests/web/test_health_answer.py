@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from integration_health._heap import GC_THRESHOLDS
 from integration_health.settings import Settings
 from integration_health.store import SQLiteStore
 from integration_health.store.postgres import PostgresStore
@@ -84,9 +85,11 @@ async def test_a_write_during_a_background_refresh_keeps_its_answer_out() -> Non
 
 def test_the_server_freezes_its_start_up_heap(tmp_path: Path) -> None:
     """Once serving, the objects allocated at start-up are moved out of the collector's
-    reach (``gc.freeze``), so full collections under load stay short."""
+    reach (``gc.freeze``), so full collections under load stay short, and the collector's
+    thresholds are raised (``settle_heap``)."""
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
 
     async def make_store() -> SQLiteStore:
         return await SQLiteStore.open(f"sqlite:///{tmp_path}/freeze.db")
@@ -99,10 +102,13 @@ def test_the_server_freezes_its_start_up_heap(tmp_path: Path) -> None:
             while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
                 time.sleep(0.02)
             frozen = gc.get_freeze_count()
+            raised = gc.get_threshold()
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)  # the rest of the test session keeps pytest's
         asyncio.run(store.aclose())
     assert frozen > 10_000
+    assert raised == GC_THRESHOLDS
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------

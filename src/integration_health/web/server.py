@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import socket
 import threading
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from .._heap import settle_heap
 from ..errors import ConfigError
 from ..settings import Settings
 from .auth import is_loopback_host
@@ -89,12 +89,12 @@ async def _freeze_heap_once_started(server: uvicorn.Server, task: asyncio.Task[N
 
     Those objects live as long as the process; without this every full collection walks them
     all again, and one took up to 150 ms on a loaded machine: requests arriving meanwhile wait.
+    The collector's thresholds are raised too (:func:`integration_health._heap.settle_heap`).
     """
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn sets a flag
         await asyncio.sleep(0.02)
     if server.started:
-        gc.collect()
-        gc.freeze()
+        settle_heap()
 
 
 class WebServer:
