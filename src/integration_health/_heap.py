@@ -7,9 +7,9 @@ collector's sight. And every check leaves reference cycles behind (aiohttp's req
 exceptions with their tracebacks, finished tasks): with CPython's default thresholds
 (700, 10, 10) a young collection runs every 700 net allocations, hundreds of times per 10,000
 checks, and each older collection walks every result still held. Thresholds of
-(50,000, 20, 100) cut the collector's time per check about fourfold and the CPU per check by
-5-30 % (more at 1,000 checks in flight, where more results are alive at once); peak RSS did
-not change, since the garbage a collection finds is bounded by the threshold
+(50,000, 20, 100) cut the collector's time per check two- to fivefold and the CPU per check
+by about 10-30 % (more at 1,000 checks in flight, where more results are alive at once); peak
+RSS did not change, since the garbage a collection finds is bounded by the threshold
 (docs/benchmarks.md, "End-to-end throughput", run R).
 """
 

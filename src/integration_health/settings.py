@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     budgets_per_minute: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
     """Most checks started per minute per integration type, across every scheduler and
     worker on the database, e.g. ``xledger=30,visma_net=60`` (types not listed: unlimited).
-    ``--budget TYPE=N`` flags of ``scheduler`` and ``worker`` add to it and win."""
+    ``--budget TYPE=N`` flags of ``scheduler``, ``worker`` and ``serve`` add to it and win."""
     rate_limit_threshold: int = Field(default=5, ge=1, le=100_000)
     """Rate-limited results of one integration type within ``rate_limit_window_s`` that pause
     the type's active checks (the vendor keeps saying "too many requests")."""

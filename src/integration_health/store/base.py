@@ -357,7 +357,7 @@ class Store(Protocol):
 
         Only claims made with :attr:`SlotClaim.integration_type` set are counted. A renewed
         or taken-over claim counts from its latest claim time (a budget may then hold back a
-        check it need not have; it is never exceeded). Types with no claim are left out.
+        check it need not have). Types with no claim are left out.
         """
         ...
 
