@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,17 @@ pytest_plugins = ["tests.canary_plugin"]  # secret canaries over the whole suite
 # Tests reach their fake servers on 127.0.0.1: allow it for every Settings() made in tests,
 # except where a test asks for the default explicitly.
 os.environ.setdefault("INTEGRATION_HEALTH_ALLOW_PRIVATE_NETWORKS", "true")
+
+_GC_THRESHOLDS = gc.get_threshold()
+
+
+@pytest.fixture(autouse=True)
+def _gc_thresholds_restored() -> Iterator[None]:
+    """A server started in the test process raises the collector's thresholds once it has
+    started (``settle_heap``, as in production); the next test gets pytest's again."""
+    yield
+    if gc.get_threshold() != _GC_THRESHOLDS:
+        gc.set_threshold(*_GC_THRESHOLDS)
 
 
 @pytest.fixture
