@@ -170,6 +170,8 @@ class _TimedStore:
         self.calls: Counter[str] = Counter()
         self.written = 0
         """Results this process wrote (``record_results``' answers added up)."""
+        self.first_call: float | None = None
+        """``time.monotonic()`` of the first call (a worker's first plan)."""
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
@@ -177,6 +179,8 @@ class _TimedStore:
             return attr
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
+            if self.first_call is None:
+                self.first_call = time.monotonic()
             t0 = time.perf_counter()
             try:
                 answer = await attr(*args, **kwargs)
@@ -388,6 +392,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
         "ok": timed.written if healthy == statuses else min(healthy, timed.written),
         "other": {"not healthy": statuses - healthy} if statuses != healthy else {},
         "passes": timed.calls["list_due"],
+        "first_plan_s": None if timed.first_call is None else timed.first_call - t0,
         "store_s": dict(timed.seconds),
         "store_calls": dict(timed.calls),
     }
@@ -669,6 +674,11 @@ async def _run_variant(
         "idle": sum(r.get("idle_passes", 0) for r in results),
         "store_s": sum((Counter(r.get("store_s", {})) for r in results), Counter()),
         "store_calls": sum((Counter(r.get("store_calls", {})) for r in results), Counter()),
+        # a worker's first plan waits for procrastinate's first periodic tick
+        "first_plan_s": max(
+            (r["first_plan_s"] for r in results if r.get("first_plan_s") is not None),
+            default=None,
+        ),
         "counts": counts,
     }
 
@@ -883,7 +893,7 @@ def _phases(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
     side), so they do not add up to the run's time; they show where a run waits on the store."""
     main_calls = ("list_due", "claim_slots", "record_results")
     headers = ["round", "variant", "seconds", *(f"{m} s (calls)" for m in main_calls)]
-    headers += ["other store s"]
+    headers += ["other store s", "first plan after s"]
     rows = []
     for label, variant, run in runs:
         if not run["store_s"]:
@@ -901,6 +911,7 @@ def _phases(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
                 + (f" ({processes} × {run['elapsed_s']:.2f})" if processes > 1 else ""),
                 *(f"{spent[m]:.2f} ({calls[m]})" for m in main_calls),
                 f"{other:.2f}",
+                "—" if run.get("first_plan_s") is None else f"{run['first_plan_s']:.2f}",
             ]
         )
     if rows:
