@@ -667,6 +667,11 @@ def _scheduler_options(
     )
 
 
+def _per_type(counts: dict[str, int]) -> str:
+    """``{"xledger": 4}`` as ``xledger 4`` (``none`` when empty), for one-line reports."""
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()) if n) or "none"
+
+
 def _budgets(values: list[str], registry: CheckRegistry) -> dict[str, int]:
     """The per-minute budgets: the setting's, then ``--budget`` flags; each type known."""
     budgets = dict(registry.settings.budgets_per_minute)
@@ -748,8 +753,8 @@ def scheduler(
                     out.print(
                         f"Pass at {report.at.isoformat()}: {report.ran} check(s) run, "
                         f"{report.written} written, {report.skipped_claims} skipped (claimed "
-                        f"elsewhere), deferred by budget {report.deferred_budget or 'none'}, "
-                        f"paused {report.paused or 'none'}."
+                        f"elsewhere), deferred by budget {_per_type(report.deferred_budget)}, "
+                        f"paused {_per_type(report.paused)}."
                     )
                     return
                 stop = asyncio.Event()
