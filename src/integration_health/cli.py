@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from ._heap import settle_heap
 from ._version import __version__
 from .checks import BrokenIntegration, CheckRegistry, default_registry
 from .config import describe_validation_error
@@ -765,7 +766,7 @@ def scheduler(
                     f"scheduler {runner.worker} running on {mask_url(settings.database_url)}"
                     f" ({loop} event loop; SIGTERM or Ctrl-C to stop)"
                 )
-                _freeze_startup_heap()
+                settle_heap()  # gc.freeze + thresholds, once started
                 await runner.run(stop)
             finally:
                 await alerting.aclose()
@@ -850,7 +851,7 @@ def worker(
                         f"{registry.settings.concurrency} checks in flight; {loop} event loop;"
                         " SIGTERM or Ctrl-C to stop)"
                     )
-                    _freeze_startup_heap()
+                    settle_heap()  # gc.freeze + thresholds, once started
                     stop = asyncio.Event()
                     running = asyncio.get_running_loop()
                     signals = (signal.SIGTERM, signal.SIGINT)
@@ -919,19 +920,6 @@ def sync_outcome(
 
     result = _run(body)
     out.print(Text.assemble("Recorded: ", _status_text(result.status), f" {result.error or ''}"))
-
-
-def _freeze_startup_heap() -> None:
-    """Move everything allocated at start-up (modules, configs) out of the GC's sight and
-    raise its thresholds (:func:`integration_health._heap.settle_heap`).
-
-    Long-running commands call this once they are ready: full collections then stop
-    re-walking objects that live for the whole process, and the checks' reference cycles are
-    collected in fewer, larger rounds (see docs/benchmarks.md).
-    """
-    from ._heap import settle_heap  # noqa: PLC0415
-
-    settle_heap()
 
 
 class _LazyAlerting:

@@ -8,7 +8,6 @@ from integration_health._heap import GC_THRESHOLDS, settle_heap
 
 
 def test_settle_heap_freezes_the_start_up_heap_and_raises_the_thresholds() -> None:
-    thresholds = gc.get_threshold()
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)  # CPython's defaults
     try:
@@ -17,5 +16,4 @@ def test_settle_heap_freezes_the_start_up_heap_and_raises_the_thresholds() -> No
         assert gc.get_threshold() == GC_THRESHOLDS
         assert GC_THRESHOLDS[0] > 700
     finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+        gc.unfreeze()  # the thresholds are restored by the autouse fixture (tests/conftest.py)

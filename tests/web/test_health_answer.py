@@ -89,7 +89,6 @@ def test_the_server_freezes_its_start_up_heap(tmp_path: Path) -> None:
     thresholds are raised (``settle_heap``)."""
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
-    thresholds = gc.get_threshold()
 
     async def make_store() -> SQLiteStore:
         return await SQLiteStore.open(f"sqlite:///{tmp_path}/freeze.db")
@@ -104,8 +103,7 @@ def test_the_server_freezes_its_start_up_heap(tmp_path: Path) -> None:
             frozen = gc.get_freeze_count()
             raised = gc.get_threshold()
     finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)  # the rest of the test session keeps pytest's
+        gc.unfreeze()  # the thresholds are restored by the autouse fixture (tests/conftest.py)
         asyncio.run(store.aclose())
     assert frozen > 10_000
     assert raised == GC_THRESHOLDS

@@ -992,8 +992,9 @@ class PostgresStore:
     async def pending_migrations(self) -> list[str]:
         """The packaged migrations this database has not applied yet, oldest first (all of
         them where the schema was never created)."""
-        names = [name for name, _ in migrations()]
+        return await self._pending([name for name, _ in migrations()])
 
+    async def _pending(self, names: list[str]) -> list[str]:
         async def read(conn: psycopg.AsyncConnection[Any]) -> set[str]:
             done, _unknown, _supabase_cli = await _applied(conn, names)
             return done
@@ -1005,10 +1006,11 @@ class PostgresStore:
         """Raise :class:`SchemaError` unless every migration of this version is applied: a
         newer version's statements against an older schema would fail one by one, mid-run
         (``integration-health`` commands check this first; ``db upgrade`` fixes it)."""
-        pending = await self.pending_migrations()
+        names = [name for name, _ in migrations()]
+        pending = await self._pending(names)
         if not pending:
             return
-        if len(pending) == len(migrations()):
+        if len(pending) == len(names):
             raise SchemaError(
                 f"the database at {self.url} has no integration-health schema: run "
                 "`integration-health db upgrade` first"
