@@ -18,7 +18,13 @@ from integration_health.policy import (
     backoff_delay_s,
     next_state,
 )
-from integration_health.scheduling import Candidate, plan_checks, rate_limit_switch
+from integration_health.scheduling import (
+    Candidate,
+    VendorHold,
+    plan_checks,
+    rate_limit_switch,
+    vendor_holds,
+)
 from integration_health.store import INITIAL_SLOT, StatusRecord, TypeMode
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -262,3 +268,85 @@ def test_rate_limit_switch_and_cooldown() -> None:
         )
         is None
     )
+
+
+# -- what a manual "check now" leaves alone ------------------------------------------------------
+
+
+def hinted(config: IntegrationConfigBase, hint: object, checked_at: datetime = T0) -> StatusRecord:
+    """The status after a rate-limited answer whose details carry ``retry_after_s`` = hint."""
+    return StatusRecord(
+        org_id=config.org_id,
+        integration_id=config.integration_id,
+        integration_type=config.integration_type,
+        status=HealthStatus.DEGRADED,
+        latency_ms=10,
+        checked_at=checked_at,
+        error="HTTP 429",
+        error_code=ErrorCode.RATE_LIMITED,
+        consecutive_failures=0,
+        last_healthy_at=None,
+        next_check_at=checked_at + timedelta(minutes=15),
+        details={"retry_after_s": hint},
+    )
+
+
+def test_vendor_holds_a_live_retry_after_until_it_ends() -> None:
+    """A Retry-After from the last answer holds the integration until checked_at + hint,
+    however the schedule (next_check_at) reads; not at or after its end."""
+    item = cheap()
+    candidate = Candidate(item, hinted(item, 3600))
+    held = vendor_holds([candidate], at=T0 + timedelta(minutes=59))
+    assert held == {item.integration_id: VendorHold("retry_after", T0 + timedelta(hours=1))}
+    assert held[item.integration_id].message == (
+        "not probed: the vendor asked to wait (Retry-After) until 2026-11-28T13:00:00+00:00"
+    )
+    assert vendor_holds([candidate], at=T0 + timedelta(hours=1)) == {}
+    assert vendor_holds([Candidate(item, hinted(item, 2.5))], at=T0 + timedelta(seconds=2)) == {
+        item.integration_id: VendorHold("retry_after", T0 + timedelta(seconds=2.5))
+    }
+
+
+@pytest.mark.parametrize("hint", [None, "3600", True, 0, -30, [3600]])
+def test_vendor_holds_ignore_a_missing_or_malformed_hint(hint: object) -> None:
+    """Only a positive number is a Retry-After; anything else stored in details is ignored
+    (a never-checked integration has no hint either)."""
+    item = cheap()
+    assert vendor_holds([Candidate(item, hinted(item, hint))], at=T0) == {}
+    assert vendor_holds([Candidate(item, None)], at=T0) == {}
+
+
+def test_vendor_holds_an_absurd_hint_until_the_end_of_time() -> None:
+    """A hint too large for a datetime holds the integration, as far as one can say."""
+    item = cheap()
+    held = vendor_holds([Candidate(item, hinted(item, 1e15))], at=T0)
+    assert held[item.integration_id].until.year == 9999
+
+
+def test_vendor_holds_every_integration_of_a_paused_type_until_the_pause_ends() -> None:
+    """A paused type holds each of its actively checked integrations until passive_until;
+    other types, passive integrations and an ended pause hold nothing. With a Retry-After
+    as well, the later end wins."""
+    until = T0 + timedelta(minutes=30)
+    pause = {"cheap": TypeMode("cheap", until, "rate limited", T0)}
+    a, b, passive = cheap(), cheap(), cheap(monitoring_mode="passive")
+    other = CostlyConfig(
+        integration_id=uuid.uuid4(), org_id=uuid.uuid4(), name="o", check_interval_s=1800
+    )
+    longer = cheap()
+    candidates = [
+        Candidate(a, None),
+        Candidate(b, hinted(b, 60)),  # the hint ends before the pause
+        Candidate(passive, None),
+        Candidate(other, None),
+        Candidate(longer, hinted(longer, 7200)),  # the hint outlasts the pause
+    ]
+    held = vendor_holds(candidates, at=T0 + timedelta(seconds=30), type_modes=pause)
+    assert held == {
+        a.integration_id: VendorHold("paused", until),
+        b.integration_id: VendorHold("paused", until),
+        longer.integration_id: VendorHold("retry_after", T0 + timedelta(hours=2)),
+    }
+    assert "paused until 2026-11-28T12:30:00+00:00" in held[a.integration_id].message
+    assert "kept rate-limiting" in held[a.integration_id].message
+    assert vendor_holds(candidates[:1], at=until, type_modes=pause) == {}
