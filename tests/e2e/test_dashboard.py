@@ -12,6 +12,7 @@ import shutil
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from integration_health.demo import (
     seed_demo,
 )
 from integration_health.settings import Settings
-from integration_health.store import SQLiteStore
+from integration_health.store import SQLiteStore, TypeMode
 from integration_health.web import create_app
 from tests.web.live import HS_SECRET, LiveServer, claims_for, hs_token
 
@@ -203,6 +204,32 @@ def test_dashboard_is_keyboard_usable_with_landmarks(browser: Any, site: Site) -
     page.keyboard.press("Enter")
     page.locator("#check-now-state", has_text="Checked").wait_for(timeout=15_000)
     page.close()
+
+
+def test_check_now_says_what_the_vendor_asked_us_to_wait_for(browser: Any, site: Site) -> None:
+    """With a type paused for rate limiting, "Check all now" probes the others and says which
+    integration was not probed and until when."""
+    until = datetime.now(UTC) + timedelta(hours=1)
+
+    async def pause(mode: TypeMode | None) -> None:
+        store = await SQLiteStore.open(site.database_url)
+        try:
+            await store.set_type_mode(mode, integration_type="fiken")
+        finally:
+            await store.aclose()
+
+    in_own_thread(lambda: pause(TypeMode("fiken", until, "rate limited 5 times", until)))
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(f"{site.url}/orgs/{DEMO_ORG_ID}")
+        page.locator(".tile").first.wait_for()
+        page.get_by_role("button", name="Check all now").click()
+        state = page.locator("#check-now-state", has_text="Checked")
+        state.wait_for(timeout=15_000)
+        assert "1 not probed: the vendor asked us to wait (Fiken until" in state.inner_text()
+        page.close()
+    finally:
+        in_own_thread(lambda: pause(None))
 
 
 def test_signed_in_dashboard_asks_for_a_token(

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from integration_health import ErrorCode, HealthResult
 from integration_health.settings import Settings
-from integration_health.store import SQLiteStore, TypeMode
+from integration_health.store import ResultWrite, SQLiteStore, TypeMode
 from integration_health.testing import HttpEndpointFake
 from integration_health.web import create_app
 
@@ -251,6 +253,98 @@ def test_run_now_checks_stores_and_is_rate_limited(
     assert 1 <= int(again.headers["Retry-After"]) <= 60
     other = client.post(f"/api/orgs/{world.org_b}/health/checks")
     assert other.status_code == 200  # the window is per organisation
+
+
+def _store_at(server: LiveServer, change: Callable[[SQLiteStore], Awaitable[None]]) -> None:
+    async def run() -> None:
+        store = await SQLiteStore.open(server.app.state.integration_health.settings.database_url)
+        try:
+            await change(store)
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+
+
+def test_run_now_leaves_alone_an_integration_whose_vendor_sent_retry_after(
+    tmp_path: Path, endpoint_in_thread: tuple[HttpEndpointFake, str]
+) -> None:
+    """An integration whose last answer carried a Retry-After that has not passed is not
+    probed by "check now": it is listed under ``held`` with the time it ends; the others run.
+    Once a later answer carries none (a sync outcome, say), it is probed again."""
+    fake, base_url = endpoint_in_thread
+    server, world = make_server(tmp_path, base_url, run_now_interval_s=0)
+    checked_at = datetime.now(UTC).replace(microsecond=0)
+    limited = HealthResult.degraded(
+        ErrorCode.RATE_LIMITED, "HTTP 429 from the vendor", 30, details={"retry_after_s": 3600}
+    )
+
+    def answered(result: HealthResult, at: datetime) -> Callable[[SQLiteStore], Awaitable[None]]:
+        async def write(store: SQLiteStore) -> None:
+            result_at = result.model_copy(update={"checked_at": at})
+            await store.record_results(
+                [ResultWrite(world.org_a, world.a_ok, "http", result_at, at + timedelta(hours=1))]
+            )
+
+        return write
+
+    _store_at(server, answered(limited, checked_at))
+    until = (checked_at + timedelta(hours=1)).isoformat()
+    with server, httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post(f"/api/orgs/{world.org_a}/health/checks")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["checked"] == 2
+        assert {r["integration_id"] for r in body["results"]} == {
+            str(world.a_down),
+            str(world.a_new),
+        }
+        assert body["held"] == [
+            {
+                "integration_id": str(world.a_ok),
+                "integration_type": "http",
+                "name": "Alpha webhook",
+                "reason": "retry_after",
+                "until": until,
+                "message": f"not probed: the vendor asked to wait (Retry-After) until {until}",
+            }
+        ]
+        assert fake.count("/ok") == 1  # the newcomer only: the webhook (also /ok) was held
+        assert fake.count("/status/503") == 1
+
+        _store_at(server, answered(HealthResult.healthy(5), datetime.now(UTC)))
+        again = client.post(f"/api/orgs/{world.org_a}/health/checks").json()
+        assert again["held"] == [] and again["checked"] == 3
+        assert fake.count("/ok") == 3
+
+
+def test_run_now_probes_nothing_of_a_paused_type(
+    tmp_path: Path, endpoint_in_thread: tuple[HttpEndpointFake, str]
+) -> None:
+    """While its type is paused for rate limiting, no integration of it is probed by "check
+    now"; each is listed as held until the pause ends. Other organisations' integrations are
+    not listed."""
+    fake, base_url = endpoint_in_thread
+    server, world = make_server(tmp_path, base_url)
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=30)
+
+    async def pause(store: SQLiteStore) -> None:
+        mode = TypeMode("http", until, "rate limited 5 times in 15 min", T0)
+        await store.set_type_mode(mode, integration_type="http")
+
+    _store_at(server, pause)
+    with server, httpx.Client(base_url=server.url, timeout=30) as client:
+        body = client.post(f"/api/orgs/{world.org_a}/health/checks").json()
+    assert body["checked"] == 0 and body["results"] == []
+    assert {h["integration_id"] for h in body["held"]} == {
+        str(world.a_ok),
+        str(world.a_down),
+        str(world.a_new),
+    }
+    assert {h["reason"] for h in body["held"]} == {"paused"}
+    assert {h["until"] for h in body["held"]} == {until.isoformat()}
+    assert "kept rate-limiting" in body["held"][0]["message"]
+    assert fake.count("/ok") == 0 and fake.count("/status/503") == 0
 
 
 # -- sync outcomes ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..errors import UnknownIntegration
 from ..model import HealthStatus, utcnow
 from ..passive import record_sync_outcome
 from ..runner import run_health_checks
+from ..scheduling.holds import find_vendor_holds
 from . import payloads
 from .auth import check_service_key
 from .cache import CachedAnswer
@@ -236,7 +237,10 @@ async def run_checks_now(
     """Run every active check of the organisation now, store and return the results.
 
     At most once per organisation every ``INTEGRATION_HEALTH_RUN_NOW_INTERVAL_S`` seconds
-    (default 60): asking sooner answers 429 with ``Retry-After``.
+    (default 60): asking sooner answers 429 with ``Retry-After``. Integrations whose vendor
+    asked us to wait — their type paused for rate limiting, or a ``Retry-After`` from their
+    last answer that has not passed — are not probed: ``held`` lists them with the time they
+    may be probed again.
     """
     async with access.view() as view:
         if await view.organization(org_id) is None:
@@ -250,8 +254,16 @@ async def run_checks_now(
             f"ago; try again in {wait_s} s.",
             headers={"Retry-After": str(wait_s)},
         )
+    registry = state.registry
+    integrations = [registry.from_record(r) for r in await store.list_integrations(org_id)]
+    holds = await find_vendor_holds(store, org_id, integrations, at=utcnow())
     try:
-        outcomes = await run_health_checks(org_id, store=store, registry=state.registry)
+        outcomes = await run_health_checks(
+            org_id,
+            integrations=[i for i in integrations if i.integration_id not in holds],
+            store=store,
+            registry=registry,
+        )
     finally:
         state.cache.invalidate(org_id)
     for integration, result in outcomes:
@@ -268,6 +280,11 @@ async def run_checks_now(
             "checked": len(outcomes),
             "summary": summary,
             "results": [payloads.outcome_entry(o) for o in outcomes],
+            "held": [
+                payloads.held_entry(i, holds[i.integration_id])
+                for i in integrations
+                if i.integration_id in holds
+            ],
         }
     )
 

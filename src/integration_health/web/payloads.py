@@ -17,7 +17,8 @@ import orjson
 
 from ..checks import IntegrationRecord
 from ..model import ErrorCode, HealthStatus
-from ..runner import CheckOutcome
+from ..runner import CheckOutcome, Integration
+from ..scheduling.holds import VendorHold
 from ..store.base import (
     HealthEvent,
     HealthRow,
@@ -33,6 +34,7 @@ __all__ = [
     "dumps",
     "event_entry",
     "health_row_entry",
+    "held_entry",
     "history_entry",
     "integration_entry",
     "iso",
@@ -280,6 +282,18 @@ def event_entry(event: HealthEvent) -> dict[str, Any]:
         "error_code": event.error_code.value if event.error_code else None,
         "error": event.error,
         "source": event.source,
+    }
+
+
+def held_entry(integration: Integration, hold: VendorHold) -> dict[str, Any]:
+    """An integration "check now" left alone (its vendor asked us to wait)."""
+    return {
+        "integration_id": str(integration.integration_id),
+        "integration_type": integration.integration_type,
+        "name": integration.name,
+        "reason": hold.reason,
+        "until": iso(hold.until),
+        "message": hold.message,
     }
 
 

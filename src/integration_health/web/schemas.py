@@ -6,6 +6,8 @@ organisations with thousands of integrations); these models describe them, field
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..model import ErrorCode, HealthStatus
@@ -18,6 +20,7 @@ __all__ = [
     "EventOut",
     "FieldProblem",
     "HealthzOut",
+    "HeldOut",
     "HistoryList",
     "HistoryOut",
     "IntegrationHealthOut",
@@ -187,6 +190,20 @@ class RunResultOut(BaseModel):
     advice: str | None
 
 
+class HeldOut(BaseModel):
+    """An integration "check now" did not probe: its vendor asked us to wait."""
+
+    integration_id: str
+    integration_type: str
+    name: str
+    reason: Literal["paused", "retry_after"]
+    """``paused``: checks of its type are paused because the vendor kept rate-limiting;
+    ``retry_after``: its last answer carried a ``Retry-After`` that has not passed yet."""
+    until: str
+    """When it may be probed again."""
+    message: str
+
+
 class RunNowOut(BaseModel):
     """What a "check now" run found."""
 
@@ -194,6 +211,8 @@ class RunNowOut(BaseModel):
     checked: int
     summary: dict[str, int]
     results: list[RunResultOut]
+    held: list[HeldOut]
+    """Integrations not probed because their vendor asked us to wait (not in ``checked``)."""
 
 
 class SyncOutcomeIn(BaseModel):

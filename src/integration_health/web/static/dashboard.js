@@ -505,8 +505,12 @@
       parts.checkNowState.textContent = "Checking every integration now\u2026";
       api("/api/orgs/" + encodeURIComponent(orgId) + "/health/checks", { method: "POST" }).then(function (data) {
         var s = data.summary;
+        var held = data.held || [];
         parts.checkNowState.textContent = "Checked " + data.checked + ": " + s.healthy + " healthy, " +
-          s.degraded + " degraded, " + s.unreachable + " unreachable.";
+          s.degraded + " degraded, " + s.unreachable + " unreachable." +
+          (held.length ? " " + held.length + " not probed: the vendor asked us to wait (" +
+            held.map(function (h) { return h.name + " until " + new Date(h.until).toLocaleString(); }).join(", ") +
+            ")." : "");
         parts.checkNow.disabled = false;
         refresh();
       }, function (error) {
