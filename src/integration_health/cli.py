@@ -459,42 +459,68 @@ def check(
             show_default=False,
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Probe also the integrations whose vendor asked us to wait (a type paused "
+            "for rate limiting, a Retry-After not passed yet); by default they are listed "
+            "as not probed.",
+        ),
+    ] = False,
 ) -> None:
     """Run every active check of an organisation now, store the results and show them.
 
-    Exit code 0 when nothing is unreachable, 1 when any integration is unreachable.
+    Integrations whose vendor asked us to wait are not probed (see --force); they are
+    listed on stderr with the time they may be probed again. Exit code 0 when nothing is
+    unreachable, 1 when any integration is unreachable.
     """
+    from .scheduling.holds import VendorHold, find_vendor_holds  # noqa: PLC0415
+
     registry = _registry()
     show_progress = not as_json and err.is_terminal
 
-    async def body() -> list[CheckOutcome]:
+    async def body() -> tuple[list[CheckOutcome], list[tuple[Any, VendorHold]]]:
         async with _store() as store:
             found = await _find_org(store, org)
             records = await store.list_integrations(found.id)
             integrations = [registry.from_record(r) for r in records]
-            due = sum(1 for i in integrations if i.is_checked_actively)
+            holds = (
+                {} if force else await find_vendor_holds(store, found.id, integrations, at=utcnow())
+            )
+            held = [(i, holds[i.integration_id]) for i in integrations if i.integration_id in holds]
+            probed = [i for i in integrations if i.integration_id not in holds]
+            due = sum(1 for i in probed if i.is_checked_actively)
             with _progress(due, show_progress and due > 20) as on_result:
-                return await run_health_checks(
+                outcomes = await run_health_checks(
                     found.id,
-                    integrations=integrations,
+                    integrations=probed,
                     store=store,
                     registry=registry,
                     timeout_s=timeout,
                     on_result=on_result,
                 )
+            return outcomes, held
 
-    outcomes = _run(body)
+    outcomes, held = _run(body)
     if as_json:
         _print_json([_result_row(o) for o in outcomes])
     else:
-        _print_outcomes(outcomes)
+        _print_outcomes(outcomes, held=len(held))
+    for integration, hold in held:
+        err.print(
+            Text(f"{integration.name} ({integration.integration_type}): {hold.message}"),
+            style="yellow",
+        )
+    if held:
+        err.print(f"{len(held)} integration(s) not probed; --force probes them anyway.")
     if any(o.result.status is HealthStatus.UNREACHABLE for o in outcomes):
         raise typer.Exit(1)
 
 
-def _print_outcomes(outcomes: Sequence[CheckOutcome]) -> None:
+def _print_outcomes(outcomes: Sequence[CheckOutcome], *, held: int = 0) -> None:
     if not outcomes:
-        out.print("No active integrations to check.")
+        out.print("No integration probed." if held else "No active integrations to check.")
         return
     table = Table(title_justify="left")
     for column in ("Integration", "Type", "Status", "Latency", "Error"):

@@ -159,6 +159,44 @@ def test_check_exit_code_zero_when_nothing_unreachable(
     assert sorted(r["status"] for r in json.loads(proc.stdout)) == ["degraded", "healthy"]
 
 
+def test_check_leaves_alone_what_the_vendor_asked_to_wait_for_unless_forced(
+    cli: Cli, endpoint_in_thread: tuple[HttpEndpointFake, str]
+) -> None:
+    """A 429 with Retry-After: the next `check` does not probe that integration (listed on
+    stderr with the time it ends; the JSON on stdout has the others only), `--force` does."""
+    fake, url = endpoint_in_thread
+    path = cli.write(
+        f"""
+        integrations:
+          - {{org_id: {ORG}, integration_type: http, name: ok, url: "{url}/ok"}}
+          - {{org_id: {ORG}, integration_type: http, name: limited,
+              url: "{url}/status/429?retry_after=3600"}}
+        """
+    )
+    assert cli("integrations", "import", str(path)).returncode == 0
+    first = cli.json("check", "--org", ORG)
+    assert sorted(r["name"] for r in first) == ["limited", "ok"]
+
+    second = cli("check", "--org", ORG, "--json")
+    assert second.returncode == 0, second.stderr
+    assert [r["name"] for r in json.loads(second.stdout)] == ["ok"]
+    assert "limited (http): not probed: the vendor asked to wait (Retry-After) until" in (
+        second.stderr
+    )
+    assert "1 integration(s) not probed; --force probes them anyway." in second.stderr
+    assert fake.count("/status/429") == 1 and fake.count("/ok") == 2
+
+    table = cli("check", "--org", ORG)
+    assert table.returncode == 0 and "1 checked" in table.stdout
+    assert "not probed" in table.stderr and fake.count("/status/429") == 1
+
+    forced = cli("check", "--org", ORG, "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(r["name"] for r in json.loads(forced.stdout)) == ["limited", "ok"]
+    assert "not probed" not in forced.stderr
+    assert fake.count("/status/429") == 2
+
+
 def test_reimport_updates_instead_of_duplicating(
     cli: Cli, endpoint_in_thread: tuple[HttpEndpointFake, str]
 ) -> None:
