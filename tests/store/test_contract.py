@@ -639,6 +639,45 @@ async def test_claims_of_budgeted_types_are_counted_across_workers(store: Store)
     }
 
 
+async def test_claims_within_budgets_stop_at_what_is_left_of_each_types_budget(
+    store: Store,
+) -> None:
+    """With ``budgets``, a budgeted type's claims are made only up to its budget less the
+    type's claims of the minute before (any worker's), the earlier in the list first; claims
+    without a type, and types without a budget, are made as usual. A minute later the budget
+    is whole again."""
+    org, items = await seeded(store, *"abcdefghij")
+    ids = [i.integration_id for i in items]
+    budgets = {"xledger": 3, "tripletex": 5}
+    earlier = [SlotClaim(org, ids[0], T0, "xledger")]  # made without budgets: still counted
+    assert await store.claim_slots(earlier, worker="w0", at=T0, lease_s=60) == earlier
+    first = [
+        SlotClaim(org, ids[1], T0, "xledger"),
+        SlotClaim(org, ids[2], T0),
+        SlotClaim(org, ids[3], T0, "xledger"),
+        SlotClaim(org, ids[4], T0, "fiken"),
+        SlotClaim(org, ids[5], T0, "xledger"),  # the budget's 4th: not made
+    ]
+    later = T0 + timedelta(seconds=20)
+    got = await store.claim_slots(first, worker="w1", at=later, lease_s=60, budgets=budgets)
+    assert got == first[:4]
+    second = [SlotClaim(org, ids[5], T0, "xledger"), SlotClaim(org, ids[6], T0, "xledger")]
+    assert await store.claim_slots(second, worker="w2", at=later, lease_s=60, budgets=budgets) == []
+    assert await store.count_claims(["xledger"], since=later - timedelta(minutes=1)) == {
+        "xledger": 3
+    }
+    # The minute after the first claims (T0 and T0 + 20 s) the budget is whole again.
+    fresh = T0 + timedelta(seconds=81)
+    assert (
+        await store.claim_slots(second, worker="w2", at=fresh, lease_s=60, budgets=budgets)
+        == second
+    )
+    # A budget of nothing left in the whole list makes none of that type, the rest as usual.
+    rest = [SlotClaim(org, ids[7], T0, "xledger"), SlotClaim(org, ids[8], T0)]
+    got = await store.claim_slots(rest, worker="w3", at=fresh, lease_s=60, budgets={"xledger": 2})
+    assert got == rest[1:]
+
+
 async def test_old_slot_runs_are_pruned_in_batches(store: Store) -> None:
     """prune_runs deletes runs claimed before the cutoff (done or abandoned), at most
     ``limit`` at a time, and keeps the recent ones guarding their slots."""

@@ -8,7 +8,7 @@ Three implementations keep the same contract (one test suite runs against all of
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -19,6 +19,7 @@ from ..config import MIN_CHECK_INTERVAL_S
 from ..model import ErrorCode, HealthResult, HealthStatus
 
 __all__ = [
+    "BUDGET_WINDOW",
     "HISTORY_LIMIT",
     "INITIAL_SLOT",
     "UNSCHEDULED_FLOOR",
@@ -34,6 +35,7 @@ __all__ = [
     "StatusRecord",
     "Store",
     "TypeMode",
+    "within_budgets",
 ]
 
 HISTORY_LIMIT = 96
@@ -99,6 +101,27 @@ class SlotClaim:
     integration_type: str | None = None
     """Set for a type with a request budget: the store keeps it with the claim, so that every
     process sharing the database counts the same starts (:meth:`Store.count_claims`)."""
+
+
+BUDGET_WINDOW = timedelta(minutes=1)
+"""Request budgets are per minute: the claims of a type made in the minute before count."""
+
+
+def within_budgets(
+    claims: Sequence[SlotClaim], budgets: Mapping[str, int], spent: Mapping[str, int]
+) -> list[SlotClaim]:
+    """``claims`` in order, without those of a budgeted type beyond what is left of its
+    budget (``budgets`` less ``spent``); claims without a type or of another type all stay."""
+    left = {kind: n - spent.get(kind, 0) for kind, n in budgets.items()}
+    kept = []
+    for claim in claims:
+        kind = claim.integration_type
+        if kind is not None and kind in left:
+            if left[kind] <= 0:
+                continue
+            left[kind] -= 1
+        kept.append(claim)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -338,7 +361,13 @@ class Store(Protocol):
         ...
 
     async def claim_slots(
-        self, claims: Sequence[SlotClaim], *, worker: str, at: datetime, lease_s: float
+        self,
+        claims: Sequence[SlotClaim],
+        *,
+        worker: str,
+        at: datetime,
+        lease_s: float,
+        budgets: Mapping[str, int] | None = None,
     ) -> list[SlotClaim]:
         """Claim slots for ``worker``; returns those it got.
 
@@ -346,6 +375,13 @@ class Store(Protocol):
         over only once its claim is older than ``lease_s`` (that worker died). Claiming a slot
         you already hold renews the claim (its lease starts again at ``at``); a claim taken
         over by someone else is not returned.
+
+        ``budgets`` (integration type → claims per minute): a claim whose
+        :attr:`SlotClaim.integration_type` has a budget is made only while the type's claims
+        of the :data:`BUDGET_WINDOW` before ``at`` — by every worker on this store — and
+        those made by this call stay within it, the earlier in ``claims`` first; the rest are
+        not made. Counting and claiming are one atomic step against every other caller of
+        this method on the store, so two workers never both spend the same remainder.
         """
         ...
 

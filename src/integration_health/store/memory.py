@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from uuid import UUID
@@ -18,6 +18,7 @@ from ..checks import IntegrationRecord
 from ..errors import StoreError
 from ..model import ErrorCode, HealthStatus
 from .base import (
+    BUDGET_WINDOW,
     HISTORY_LIMIT,
     UNSCHEDULED_FLOOR,
     DueCheck,
@@ -31,6 +32,7 @@ from .base import (
     SlotClaim,
     StatusRecord,
     TypeMode,
+    within_budgets,
 )
 
 __all__ = ["MemoryStore"]
@@ -310,12 +312,21 @@ class MemoryStore:
         return due[:limit]
 
     async def claim_slots(
-        self, claims: Sequence[SlotClaim], *, worker: str, at: datetime, lease_s: float
+        self,
+        claims: Sequence[SlotClaim],
+        *,
+        worker: str,
+        at: datetime,
+        lease_s: float,
+        budgets: Mapping[str, int] | None = None,
     ) -> list[SlotClaim]:
         async with self._lock:
             for claim in claims:
                 if claim.integration_id not in self._integrations:
                     raise StoreError("a slot belongs to an integration that is not stored")
+            if budgets:  # counted and trimmed under the lock: atomic for every caller
+                spent = self._count_claims(budgets, since=at - BUDGET_WINDOW)
+                claims = within_budgets(claims, budgets, spent)
             got = []
             for claim in claims:
                 key = (claim.integration_id, claim.slot_at)
@@ -329,6 +340,11 @@ class MemoryStore:
             return got
 
     async def count_claims(
+        self, integration_types: Collection[str], *, since: datetime
+    ) -> dict[str, int]:
+        return self._count_claims(integration_types, since=since)
+
+    def _count_claims(
         self, integration_types: Collection[str], *, since: datetime
     ) -> dict[str, int]:
         wanted = set(integration_types)

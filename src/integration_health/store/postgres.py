@@ -45,6 +45,7 @@ from ..errors import SchemaError, StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthStatus
 from . import mask_url
 from .base import (
+    BUDGET_WINDOW,
     HISTORY_LIMIT,
     INITIAL_SLOT,
     UNSCHEDULED_FLOOR,
@@ -59,6 +60,7 @@ from .base import (
     SlotClaim,
     StatusRecord,
     TypeMode,
+    within_budgets,
 )
 
 __all__ = ["PostgresStore", "UserReader", "migrations"]
@@ -374,6 +376,16 @@ on conflict (integration_id, slot_at) do update set
 where run.state = 'claimed'
   and (run.claimed_at < %(cutoff)b or run.worker = excluded.worker)
 returning run.integration_id, run.slot_at
+"""
+
+# Serialise the budget's count-and-claim per integration type across every connection: a
+# transaction-scoped advisory lock per type (key: our namespace, the type's hash; a collision
+# only serialises two types more than needed), taken in name order so two callers never wait
+# on each other crosswise.
+_LOCK_BUDGETS = """
+select pg_advisory_xact_lock(1229472840, hashtext(t))
+from unnest(%(types)s::text[]) as t
+order by t
 """
 
 # Complete the slots whose worker still holds the claim (row-locked: one completion wins).
@@ -1335,27 +1347,50 @@ class PostgresStore:
         return [_due_check(row) for row in await self._run(fetch)]
 
     async def claim_slots(
-        self, claims: Sequence[SlotClaim], *, worker: str, at: datetime, lease_s: float
+        self,
+        claims: Sequence[SlotClaim],
+        *,
+        worker: str,
+        at: datetime,
+        lease_s: float,
+        budgets: Mapping[str, int] | None = None,
     ) -> list[SlotClaim]:
         if not claims:
             return []
-        unique = sorted(  # uuid.bytes order is PostgreSQL's uuid order, and compares in C
-            {(c.integration_id, c.slot_at): c for c in claims}.values(),
-            key=lambda c: (c.integration_id.bytes, c.slot_at),
+        limits = budgets or {}
+        budgeted = sorted(
+            {kind for c in claims if (kind := c.integration_type) is not None and kind in limits}
         )
-        params = {
-            "integration_id": [c.integration_id for c in unique],
-            "slot_at": [c.slot_at for c in unique],
-            "org_id": [c.org_id for c in unique],
-            "integration_type": [c.integration_type for c in unique],
-            "worker": worker,
-            "at": at,
-            "cutoff": at - timedelta(seconds=lease_s),
-        }
 
-        async def claim(conn: psycopg.AsyncConnection[Any]) -> set[tuple[UUID, datetime]]:
+        async def insert(
+            conn: psycopg.AsyncConnection[Any], wanted: Sequence[SlotClaim]
+        ) -> set[tuple[UUID, datetime]]:
+            unique = sorted(  # uuid.bytes order is PostgreSQL's uuid order, and compares in C
+                {(c.integration_id, c.slot_at): c for c in wanted}.values(),
+                key=lambda c: (c.integration_id.bytes, c.slot_at),
+            )
+            params = {
+                "integration_id": [c.integration_id for c in unique],
+                "slot_at": [c.slot_at for c in unique],
+                "org_id": [c.org_id for c in unique],
+                "integration_type": [c.integration_type for c in unique],
+                "worker": worker,
+                "at": at,
+                "cutoff": at - timedelta(seconds=lease_s),
+            }
             rows = await _fetch_tuples(conn, _CLAIM_SLOTS, params)
             return {(integration_id, _utc(slot_at)) for integration_id, slot_at in rows}
+
+        async def claim(conn: psycopg.AsyncConnection[Any]) -> set[tuple[UUID, datetime]]:
+            if not budgeted:
+                return await insert(conn, claims)
+            async with conn.transaction():
+                # One lock per budgeted type (taken in name order, held to the commit): the
+                # count below sees every claim of the type committed before, and no other
+                # caller counts until these claims are committed too.
+                await conn.execute(_LOCK_BUDGETS, {"types": budgeted})
+                spent = await _count_claims(conn, budgeted, since=at - BUDGET_WINDOW)
+                return await insert(conn, within_budgets(claims, limits, spent))
 
         got = await self._run(
             claim, missing_reference="a slot belongs to an integration that is not stored"
@@ -1367,15 +1402,7 @@ class PostgresStore:
     ) -> dict[str, int]:
         if not integration_types:
             return {}
-        query = (
-            "select integration_type, count(*) from public.integration_check_runs "
-            "where integration_type = any(%s::text[]) and claimed_at > %s "
-            "group by integration_type"
-        )
-        rows = await self._run(
-            lambda conn: _fetch_tuples(conn, query, (sorted(set(integration_types)), since))
-        )
-        return {kind: int(count) for kind, count in rows}
+        return await self._run(lambda conn: _count_claims(conn, integration_types, since=since))
 
     async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
         query = (
@@ -1460,6 +1487,19 @@ async def _applied(
         versions = {r["version"] for r in rows}
         done |= {name for name in names if name.split("_", 1)[0] in versions}
     return done, unknown, supabase_cli
+
+
+async def _count_claims(
+    conn: psycopg.AsyncConnection[Any], integration_types: Collection[str], *, since: datetime
+) -> dict[str, int]:
+    """:meth:`PostgresStore.count_claims` on ``conn``."""
+    query = (
+        "select integration_type, count(*) from public.integration_check_runs "
+        "where integration_type = any(%s::text[]) and claimed_at > %s "
+        "group by integration_type"
+    )
+    rows = await _fetch_tuples(conn, query, (sorted(set(integration_types)), since))
+    return {kind: int(count) for kind, count in rows}
 
 
 async def _scalar(conn: psycopg.AsyncConnection[Any], query: str) -> Any:

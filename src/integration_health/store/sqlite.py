@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -26,6 +26,7 @@ from ..checks import IntegrationRecord
 from ..errors import SchemaError, StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthStatus, utcnow
 from .base import (
+    BUDGET_WINDOW,
     HISTORY_LIMIT,
     INITIAL_SLOT,
     UNSCHEDULED_FLOOR,
@@ -40,6 +41,7 @@ from .base import (
     SlotClaim,
     StatusRecord,
     TypeMode,
+    within_budgets,
 )
 
 __all__ = ["SQLiteStore", "parse_sqlite_url"]
@@ -530,7 +532,13 @@ class SQLiteStore:
         return due
 
     async def claim_slots(
-        self, claims: Sequence[SlotClaim], *, worker: str, at: datetime, lease_s: float
+        self,
+        claims: Sequence[SlotClaim],
+        *,
+        worker: str,
+        at: datetime,
+        lease_s: float,
+        budgets: Mapping[str, int] | None = None,
     ) -> list[SlotClaim]:
         if not claims:
             return []
@@ -539,9 +547,15 @@ class SQLiteStore:
 
         def claim(conn: sqlite3.Connection) -> list[SlotClaim]:
             got = []
+            # The write lock first: the budget's count and the claims are then one step for
+            # every process on the database file.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for item in claims:
+                allowed = claims
+                if budgets:
+                    spent = _count_claims(conn, budgets, since=at - BUDGET_WINDOW)
+                    allowed = within_budgets(claims, budgets, spent)
+                for item in allowed:
                     row = conn.execute(
                         "INSERT INTO integration_check_runs (integration_id, slot_at, org_id, "
                         "state, worker, claimed_at, integration_type) "
@@ -580,21 +594,9 @@ class SQLiteStore:
     async def count_claims(
         self, integration_types: Collection[str], *, since: datetime
     ) -> dict[str, int]:
-        kinds = sorted(set(integration_types))
-        if not kinds:
+        if not integration_types:
             return {}
-
-        def count(conn: sqlite3.Connection) -> dict[str, int]:
-            marks = ", ".join("?" * len(kinds))
-            rows = conn.execute(
-                "SELECT integration_type, count(*) FROM integration_check_runs "
-                f"WHERE integration_type IN ({marks}) AND claimed_at > ? "
-                "GROUP BY integration_type",
-                (*kinds, ts(since)),
-            ).fetchall()
-            return {row[0]: int(row[1]) for row in rows}
-
-        return await self._call(count)
+        return await self._call(lambda conn: _count_claims(conn, integration_types, since=since))
 
     async def prune_runs(self, before: datetime, *, limit: int = 10_000) -> int:
         def prune(conn: sqlite3.Connection) -> int:
@@ -854,3 +856,20 @@ def _split_sql(script: str) -> list[str]:
     if tail:
         statements.append(tail)
     return statements
+
+
+def _count_claims(
+    conn: sqlite3.Connection, integration_types: Collection[str], *, since: datetime
+) -> dict[str, int]:
+    """:meth:`SQLiteStore.count_claims` on ``conn`` (inside a transaction or not)."""
+    kinds = sorted(set(integration_types))
+    if not kinds:
+        return {}
+    marks = ", ".join("?" * len(kinds))
+    rows = conn.execute(
+        "SELECT integration_type, count(*) FROM integration_check_runs "
+        f"WHERE integration_type IN ({marks}) AND claimed_at > ? "
+        "GROUP BY integration_type",
+        (*kinds, ts(since)),
+    ).fetchall()
+    return {row[0]: int(row[1]) for row in rows}
