@@ -581,7 +581,12 @@ class Scheduler:
     async def claim(
         self, planned: list[PlannedCheck], *, worker: str, at: datetime, report: PassReport
     ) -> list[PlannedCheck]:
-        """Claim the slots of ``planned`` for ``worker``; returns those it holds."""
+        """Claim the slots of ``planned`` for ``worker``; returns those it holds.
+
+        Budgeted types are claimed against their budget in the store, atomically with every
+        other scheduler and worker on it (:meth:`Store.claim_slots`'s ``budgets``): when two
+        plans counted the same remainder, the later claims get what is left, the rest are
+        skipped (counted as skipped claims) and come due again at a later pass."""
         if not planned:
             return []
         budgeted = self.options.budgets_per_minute
@@ -598,7 +603,11 @@ class Scheduler:
             for p in planned
         ]
         got = await self.store.claim_slots(
-            claims, worker=worker, at=at, lease_s=self.options.lease_s
+            claims,
+            worker=worker,
+            at=at,
+            lease_s=self.options.lease_s,
+            budgets=budgeted or None,
         )
         held = {(c.integration_id, c.slot_at) for c in got}
         kept = [p for p in planned if (p.integration.integration_id, p.slot_at) in held]
