@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -30,7 +30,7 @@ from integration_health.scheduling import Scheduler, SchedulerOptions
 from integration_health.scheduling import scheduler as scheduler_module
 from integration_health.scheduling.scheduler import PassReport
 from integration_health.store import MemoryStore, Organization, SQLiteStore, Store
-from integration_health.store.base import ResultWrite, TypeMode
+from integration_health.store.base import DueCheck, ResultWrite, TypeMode
 from integration_health.testing import BlockingFakeConfig, FakeCheck, FakeConfig, fake_registry
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -265,6 +265,55 @@ async def test_schedulers_sharing_a_store_share_the_budget(
         ran += [(await two.run_pass()).ran, (await one.run_pass()).ran]
     assert ran == [4, 0, 0, 4, 0]
     assert len(check.calls) == 8
+
+
+class _CountTogether:
+    """The store, but each ``count_claims`` returns only once ``parties`` callers have
+    counted (their plans see the same remainder before any of them claims), and ``list_due``
+    leaves out ``hide`` (this caller's due list differs from the others')."""
+
+    def __init__(self, store: Store, barrier: asyncio.Barrier, hide: set[uuid.UUID]) -> None:
+        self._store = store
+        self._barrier = barrier
+        self._hide = hide
+
+    async def count_claims(self, *args: Any, **kwargs: Any) -> dict[str, int]:
+        counts = await self._store.count_claims(*args, **kwargs)
+        await self._barrier.wait()
+        return counts
+
+    async def list_due(self, *args: Any, **kwargs: Any) -> list[DueCheck]:
+        due = await self._store.list_due(*args, **kwargs)
+        return [d for d in due if d.integration.integration_id not in self._hide]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_plans_choosing_different_checks_from_one_remainder_do_not_overspend_it(
+    store: Store, fakes: tuple[CheckRegistry, FakeCheck]
+) -> None:
+    """Two schedulers count the budget (4 a minute, none spent) at the same moment, and their
+    due lists differ — one no longer lists the 4 checks the other will pick — so they plan 4
+    different checks each. The claims are counted again in the store, atomically: the first
+    to claim gets its 4, the other none. (Counted only at planning, both got 4: 8 starts.) With
+    identical due lists the two plans pick the same checks and the slots' claims already
+    kept them apart."""
+    registry, check = fakes
+    await seed(store, 10)
+    first_four = {d.integration.integration_id for d in (await store.list_due(T0, limit=10))[:4]}
+    clock = Clock(T0)
+    options = SchedulerOptions(budgets_per_minute={"fake": 4})
+    barrier = asyncio.Barrier(2)
+    views = (_CountTogether(store, barrier, set()), _CountTogether(store, barrier, first_four))
+    one, two = (
+        Scheduler(cast(Store, view), registry, clock=clock, options=options) for view in views
+    )
+    async with registry:
+        reports = await asyncio.gather(one.run_pass(), two.run_pass())
+    assert sorted(r.ran for r in reports) == [0, 4]
+    assert sum(r.skipped_claims for r in reports) == 4
+    assert len(check.calls) == 4
 
 
 async def test_overlapping_passes_hold_the_budget(
