@@ -211,7 +211,7 @@ def _main(
         typer.Option(
             "--log-level",
             envvar="INTEGRATION_HEALTH_LOG_LEVEL",
-            help="debug, info, warning or error.",
+            help="debug, info, warning or error (the task queue's per-job lines only at debug).",
         ),
     ] = "warning",
     debug: Annotated[
@@ -228,6 +228,10 @@ def _main(
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # procrastinate logs each job it defers, starts and ends at info: three lines per planning
+    # tick (every 5 s) and two per batch of 50 checks — tens of thousands an hour. They are
+    # kept for debug; at info the worker's own lines say what it planned and ran.
+    logging.getLogger("procrastinate").setLevel(logging.WARNING if level == logging.INFO else level)
     state.database_url = database_url
     state.allow_private_networks = allow_private_networks
     state.debug = debug

@@ -674,17 +674,26 @@ async def test_queue_depth_and_cleanup_on_procrastinate_tables(pg_url: str) -> N
 
 
 def _worker(
-    url: str, tmp: str, *, jobs: int | None = 4, loop: str = "asyncio"
+    url: str,
+    tmp: str,
+    *,
+    jobs: int | None = 4,
+    loop: str = "asyncio",
+    log_level: str = "warning",
+    log_name: str | None = None,
 ) -> subprocess.Popen[str]:
     """A worker process running ``jobs`` jobs at once (``None``: the default for its
-    concurrency setting, 200 checks in flight) on the ``loop`` event loop."""
+    concurrency setting, 200 checks in flight) on the ``loop`` event loop; its output goes
+    to ``tmp/log_name`` (a new name by default)."""
     env = {
         **os.environ,
         "INTEGRATION_HEALTH_DATABASE_URL": url,
         "INTEGRATION_HEALTH_ALLOW_PRIVATE_NETWORKS": "true",
         "INTEGRATION_HEALTH_CONCURRENCY": "200",
+        "INTEGRATION_HEALTH_LOG_LEVEL": log_level,
     }
-    log = open(os.path.join(tmp, f"worker-{uuid.uuid4().hex[:6]}.log"), "w")  # noqa: SIM115
+    name = log_name or f"worker-{uuid.uuid4().hex[:6]}.log"
+    log = open(os.path.join(tmp, name), "w")  # noqa: SIM115
     return subprocess.Popen(
         [
             sys.executable,
@@ -763,6 +772,36 @@ def test_sigterm_stops_a_worker_gracefully_and_a_second_signal_at_once(
             proc.kill()
             proc.wait(10)
     assert proc.returncode == -signal.SIGTERM
+
+
+def test_worker_at_info_logs_what_it_planned_not_each_task_queue_job(
+    pg_url: str, endpoint_in_thread: tuple[HttpEndpointFake, str], tmp_path: Any
+) -> None:
+    """At --log-level info the worker logs what it planned, not procrastinate's three lines
+    per planning tick and two per batch (tens of thousands an hour); at debug those are
+    there too."""
+    fake, url = endpoint_in_thread
+    org = uuid.uuid4()
+    logs = {}
+    for level in ("info", "debug"):  # three new integrations for each run, due at once
+        configs = [
+            HttpConfig(
+                integration_id=uuid.uuid4(), org_id=org, name=f"{level} {i}", url=f"{url}/ok"
+            )
+            for i in range(3)
+        ]
+        _seed(pg_url, org, configs)
+        done = fake.count("/ok") + 3
+        proc = _worker(pg_url, str(tmp_path), log_level=level, log_name=f"{level}.log")
+        try:
+            _wait_for(lambda: fake.count("/ok") >= done, 30, "the checks to run")  # noqa: B023
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        logs[level] = (tmp_path / f"{level}.log").read_text()
+    assert "INFO integration_health.scheduling.distributed: planned 3 due check(s)" in logs["info"]
+    assert " INFO procrastinate" not in logs["info"], logs["info"]
+    assert " INFO procrastinate.worker" in logs["debug"]
 
 
 @pytest.mark.slow
