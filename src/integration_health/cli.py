@@ -37,7 +37,7 @@ from .integrations_file import import_integrations, read_integrations_file
 from .model import HealthStatus, utcnow
 from .runner import CheckOutcome, run_health_checks
 from .settings import Settings
-from .store import Organization, Store, mask_url, open_store
+from .store import Organization, Store, TypeMode, mask_url, open_store
 
 if TYPE_CHECKING:
     from .scheduling import SchedulerOptions
@@ -547,17 +547,32 @@ def _print_outcomes(outcomes: Sequence[CheckOutcome], *, held: int = 0) -> None:
 
 @app.command()
 def status(org: OrgOption, as_json: JsonOption = False) -> None:
-    """Show the current status of every integration of an organisation."""
-    registry = _registry()
+    """Show the current status of every integration of an organisation.
 
-    async def body() -> tuple[list[Any], dict[UUID, Any]]:
+    Integration types whose active checks are paused (the vendor kept rate-limiting) are
+    named below the table; their integrations show the pause's end as their next check
+    (``paused_until`` in JSON).
+    """
+    registry = _registry()
+    now = utcnow()
+
+    async def body() -> tuple[list[Any], dict[UUID, Any], dict[str, TypeMode]]:
         async with _store() as store:
             found = await _find_org(store, org)
             records = await store.list_integrations(found.id)
             statuses = {s.integration_id: s for s in await store.list_statuses(found.id)}
-            return [registry.from_record(r) for r in records], statuses
+            paused = {
+                m.integration_type: m
+                for m in await store.list_type_modes()
+                if m.passive_until > now
+            }
+            return [registry.from_record(r) for r in records], statuses, paused
 
-    integrations, statuses = _run(body)
+    integrations, statuses, paused = _run(body)
+
+    def pause_of(item: Any) -> TypeMode | None:
+        return paused.get(item.integration_type) if item.is_checked_actively else None
+
     rows = []
     for item in integrations:
         row: dict[str, Any] = {
@@ -574,6 +589,7 @@ def status(org: OrgOption, as_json: JsonOption = False) -> None:
             "consecutive_failures": 0,
             "last_healthy_at": None,
             "next_check_at": None,
+            "paused_until": _iso(pause.passive_until) if (pause := pause_of(item)) else None,
         }
         current = statuses.get(item.integration_id)
         if current is not None:
@@ -595,22 +611,37 @@ def status(org: OrgOption, as_json: JsonOption = False) -> None:
         out.print("This organization has no integrations.")
         return
 
-    now = utcnow()
     table = Table(title_justify="left")
     for column in ("Integration", "Type", "Status", "Latency", "Checked", "Next", "Error"):
         table.add_column(column, justify="right" if column == "Latency" else "left")
     for item in integrations:
         current = statuses.get(item.integration_id)
+        pause = pause_of(item)
+        next_at = current.next_check_at if current else None
+        if pause is not None and (next_at is None or next_at < pause.passive_until):
+            following = f"paused, {_ago(pause.passive_until, now)}"
+        else:
+            following = _ago(next_at, now)
         table.add_row(
             item.name,
             item.integration_type,
             _status_text(current.status if current else None),
             f"{current.latency_ms:,} ms" if current else "–",
             _ago(current.checked_at if current else None, now),
-            _ago(current.next_check_at if current else None, now),
+            following,
             Text(current.error or "" if current else ""),
         )
     out.print(table)
+    for kind, mode in sorted(paused.items()):
+        if any(pause_of(item) is mode for item in integrations):
+            out.print(
+                Text(
+                    f"Active checks of {kind} are paused until "
+                    f"{mode.passive_until.isoformat(timespec='seconds')} "
+                    f"({_ago(mode.passive_until, now)}): {mode.reason}",
+                    style="yellow",
+                )
+            )
 
 
 def _iso(value: datetime | None) -> str | None:

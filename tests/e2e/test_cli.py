@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from integration_health.store import SQLiteStore, TypeMode
 from integration_health.testing import HttpEndpointFake
 
 ORG = "7d3f0000-0000-4000-8000-000000000001"
@@ -195,6 +198,46 @@ def test_check_leaves_alone_what_the_vendor_asked_to_wait_for_unless_forced(
     assert sorted(r["name"] for r in json.loads(forced.stdout)) == ["limited", "ok"]
     assert "not probed" not in forced.stderr
     assert fake.count("/status/429") == 2
+
+
+def test_status_names_a_paused_type_and_when_its_checks_resume(
+    cli: Cli, endpoint_in_thread: tuple[HttpEndpointFake, str]
+) -> None:
+    """While a type is paused for rate limiting, `status` shows the pause's end as the next
+    check of its active integrations (``paused_until`` in JSON) and names the type, the end
+    and the reason below the table; a passive integration is not marked."""
+    _, url = endpoint_in_thread
+    path = cli.write(
+        f"""
+        integrations:
+          - {{org_id: {ORG}, integration_type: http, name: probed, url: "{url}/ok"}}
+          - {{org_id: {ORG}, integration_type: http, name: told, url: "{url}/ok",
+              monitoring_mode: passive}}
+        """
+    )
+    assert cli("integrations", "import", str(path)).returncode == 0
+    assert cli("check", "--org", ORG).returncode == 0
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=45)
+
+    async def pause() -> None:
+        store = await SQLiteStore.open(f"sqlite:///{cli.db}")
+        try:
+            mode = TypeMode("http", until, "7 rate-limited results within the window", until)
+            await store.set_type_mode(mode, integration_type="http")
+        finally:
+            await store.aclose()
+
+    asyncio.run(pause())
+    rows = {row["name"]: row for row in cli.json("status", "--org", ORG)}
+    assert rows["probed"]["paused_until"] == until.isoformat()
+    assert rows["told"]["paused_until"] is None
+    table = cli("status", "--org", ORG)
+    assert table.returncode == 0, table.stderr
+    assert "paused, in 45 min" in table.stdout or "paused, in 44 min" in table.stdout
+    assert f"Active checks of http are paused until {until.isoformat()}" in " ".join(
+        table.stdout.split()
+    )
+    assert "7 rate-limited results within the window" in " ".join(table.stdout.split())
 
 
 def test_reimport_updates_instead_of_duplicating(
