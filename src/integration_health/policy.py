@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from .config import IntegrationConfigBase
 from .model import HealthResult, HealthStatus
@@ -24,6 +25,7 @@ __all__ = [
     "backoff_delay_s",
     "next_state",
     "overall_status",
+    "retry_after_hint",
 ]
 
 BACKOFF_CAP_S = 4 * 3600
@@ -103,6 +105,15 @@ def backoff_delay_s(
     return max(float(interval_s), jittered)
 
 
+def retry_after_hint(details: Mapping[str, Any]) -> float | None:
+    """The vendor's ``retry_after_s`` hint in a result's details, in seconds, when it is a
+    positive number (anything else stored there is no hint)."""
+    hint = details.get("retry_after_s")
+    if isinstance(hint, int | float) and not isinstance(hint, bool) and hint > 0:
+        return float(hint)
+    return None
+
+
 def next_state(
     previous: IntegrationState | None,
     config: IntegrationConfigBase,
@@ -121,9 +132,9 @@ def next_state(
     delay = float(config.check_interval_s)
     if failures > 1:  # the key (the id as text) only seeds the jitter of a backoff
         delay = backoff_delay_s(config.check_interval_s, failures, key=str(config.integration_id))
-    retry_after = result.details.get("retry_after_s")
-    if isinstance(retry_after, int | float) and not isinstance(retry_after, bool):
-        delay = max(delay, float(retry_after))
+    retry_after = retry_after_hint(result.details)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
     return IntegrationState(
         status=result.status,
         checked_at=result.checked_at,

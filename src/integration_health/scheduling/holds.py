@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
+from ..policy import retry_after_hint
 from ..store.base import StatusRecord, Store, TypeMode
 from .planner import Candidate, Integration
 
@@ -49,13 +50,11 @@ class VendorHold:
 
 def _retry_after_until(status: StatusRecord | None) -> datetime | None:
     """The end of the ``Retry-After`` the last result carried, if any."""
-    if status is None:
-        return None
-    hint = status.details.get("retry_after_s")
-    if not isinstance(hint, int | float) or isinstance(hint, bool) or hint <= 0:
+    hint = retry_after_hint(status.details) if status is not None else None
+    if status is None or hint is None:
         return None
     try:
-        return status.checked_at + timedelta(seconds=float(hint))
+        return status.checked_at + timedelta(seconds=hint)
     except OverflowError:  # an absurd hint (years): hold for as long as we can say
         return datetime.max.replace(tzinfo=status.checked_at.tzinfo)
 

@@ -54,6 +54,7 @@ from ..model import ErrorCode, HealthResult, HealthStatus, utcnow
 from ..policy import IntegrationState, StatusRules, next_state
 from ..runner import CheckOutcome, execute_checks
 from ..store.base import (
+    BUDGET_WINDOW,
     INITIAL_SLOT,
     DueCheck,
     ResultWrite,
@@ -676,7 +677,7 @@ class Scheduler:
         per_minute = self.options.budgets_per_minute
         if not per_minute:
             return {}
-        started = await self.store.count_claims(per_minute, since=at - timedelta(minutes=1))
+        started = await self.store.count_claims(per_minute, since=at - BUDGET_WINDOW)
         return {kind: max(0, n - started.get(kind, 0)) for kind, n in per_minute.items()}
 
     async def warm_up(self, at: datetime) -> None:
