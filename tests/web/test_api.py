@@ -61,6 +61,19 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
         yield client, world
 
 
+def _store_at(server: LiveServer, change: Callable[[SQLiteStore], Awaitable[None]]) -> None:
+    """Apply ``change`` to the server's database through a store of its own."""
+
+    async def run() -> None:
+        store = await SQLiteStore.open(server.app.state.integration_health.settings.database_url)
+        try:
+            await change(store)
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+
+
 def fields_of(response: httpx.Response) -> list[str]:
     assert response.status_code == 422, response.text
     body = response.json()["error"]
@@ -112,15 +125,11 @@ def test_health_shows_paused_integration_types(
     server, world = make_server(tmp_path, endpoint_in_thread[1])
     until = T0.replace(year=T0.year + 1)
 
-    async def pause() -> None:
-        store = await SQLiteStore.open(server.app.state.integration_health.settings.database_url)
-        try:
-            mode = TypeMode("http", until, "rate limited 5 times in 15 min", T0)
-            await store.set_type_mode(mode, integration_type="http")
-        finally:
-            await store.aclose()
+    async def pause(store: SQLiteStore) -> None:
+        mode = TypeMode("http", until, "rate limited 5 times in 15 min", T0)
+        await store.set_type_mode(mode, integration_type="http")
 
-    asyncio.run(pause())
+    _store_at(server, pause)
     with server:
         body = httpx.get(f"{server.url}/api/orgs/{world.org_a}/health").json()
     assert body["paused_types"] == [
@@ -253,17 +262,6 @@ def test_run_now_checks_stores_and_is_rate_limited(
     assert 1 <= int(again.headers["Retry-After"]) <= 60
     other = client.post(f"/api/orgs/{world.org_b}/health/checks")
     assert other.status_code == 200  # the window is per organisation
-
-
-def _store_at(server: LiveServer, change: Callable[[SQLiteStore], Awaitable[None]]) -> None:
-    async def run() -> None:
-        store = await SQLiteStore.open(server.app.state.integration_health.settings.database_url)
-        try:
-            await change(store)
-        finally:
-            await store.aclose()
-
-    asyncio.run(run())
 
 
 def test_run_now_leaves_alone_an_integration_whose_vendor_sent_retry_after(
