@@ -35,6 +35,7 @@ import inspect
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -54,6 +55,7 @@ from .transport_errors import classify_exception
 __all__ = [
     "ABANDONED",
     "CheckOutcome",
+    "CheckPool",
     "build_writes",
     "execute_checks",
     "run_blocking",
@@ -125,7 +127,7 @@ not to blame for that."""
 
 
 async def _no_check(_org_id: UUID, _config: Any) -> object:  # pragma: no cover - never run
-    raise AssertionError("a lane ran a check before _Run._prepare set it up")
+    raise AssertionError("a lane ran a check before CheckPool._prepare set it up")
 
 
 class _Lane:
@@ -150,6 +152,7 @@ class _Lane:
     __slots__ = (
         "abandoned",
         "anchor",
+        "batch",
         "call",
         "cancelled_at",
         "config",
@@ -157,9 +160,9 @@ class _Lane:
         "expired_ms",
         "holds_slot",
         "index",
+        "pool",
         "recorded",
         "redactor",
-        "run",
         "running",
         "started",
         "started_at",
@@ -168,9 +171,12 @@ class _Lane:
         "timer",
     )
 
-    def __init__(self, run: _Run) -> None:
-        self.run = run
-        self.anchor: tuple[float, float] | None = run.anchor or (time.monotonic(), run.loop.time())
+    def __init__(self, pool: CheckPool) -> None:
+        self.pool = pool
+        self.anchor: tuple[float, float] | None = pool.anchor or (
+            time.monotonic(),
+            pool.loop.time(),
+        )
         """When the lane was started (monotonic, loop time; the run's start for its first
         lanes): its first check's deadline runs from then, see :meth:`begin`."""
         self.task: asyncio.Task[None] | None = None
@@ -178,6 +184,8 @@ class _Lane:
         self.deadline = 0.0
         self.started = 0.0
         self.index = -1
+        self.batch: _Batch | None = None
+        """The batch of the check the lane runs (``index`` is its place there)."""
         self.running = False
         self.recorded = False
         """True once the current check's timeout was recorded (at its deadline)."""
@@ -206,7 +214,7 @@ class _Lane:
         deadlines from the run's start keeps the whole run within ``timeout_s`` plus a few
         milliseconds of its start (a check queued behind them gets its full ``timeout_s``
         from when a lane takes it)."""
-        loop = self.run.loop
+        loop = self.pool.loop
         self.index = index
         self.expired_ms = None
         self.stop_reason = ""
@@ -214,11 +222,11 @@ class _Lane:
         anchor = self.anchor
         if anchor is None:
             self.started = time.monotonic()
-            self.deadline = loop.time() + self.run.timeout_s
+            self.deadline = loop.time() + self.pool.timeout_s
         else:
             self.anchor = None
             self.started = anchor[0]
-            self.deadline = anchor[1] + self.run.timeout_s
+            self.deadline = anchor[1] + self.pool.timeout_s
         self.running = True
         if self.timer is None:
             self.timer = loop.call_at(self.deadline, self._fire)
@@ -227,18 +235,18 @@ class _Lane:
         self.timer = None
         if not self.running or self.abandoned:
             return
-        loop = self.run.loop
+        loop = self.pool.loop
         if self.expired_ms is None:
             if loop.time() < self.deadline:  # armed for an earlier check that ended in time
                 self.timer = loop.call_at(self.deadline, self._fire)
                 return
-            self.expired_ms = (self.run.noticed_at() - self.started) * 1000
+            self.expired_ms = (self.pool.noticed_at() - self.started) * 1000
             self.cancel("at its deadline")
             self.timer = loop.call_at(loop.time() + IGNORED_CANCEL_WARN_S, self._fire)
             # The timeout is the result now: it does not wait for the check to unwind.
-            self.run.record_timeout(self)
+            self.pool.record_timeout(self)
         else:  # cancelled at the deadline, and still running: it ignores the cancellation
-            self.run.give_up(self)
+            self.pool.give_up(self)
 
     def cancel(self, reason: str) -> None:
         assert self.task is not None
@@ -251,7 +259,7 @@ class _Lane:
     def release_slot(self) -> None:
         if self.holds_slot:
             self.holds_slot = False
-            self.run.slots.release()
+            self.pool.slots.release()
 
     def close(self) -> None:
         self.running = False
@@ -282,51 +290,123 @@ class _Lane:
             )
 
 
-class _Run:
-    """One call of :func:`execute_checks`: the shared queue, the results and the lanes."""
+class _Batch:
+    """One call of :meth:`CheckPool.run` (or :func:`execute_checks`): its items, results and
+    the future its caller awaits."""
+
+    __slots__ = ("done", "items", "left", "on_result", "results", "stopped")
 
     def __init__(
         self,
         items: Sequence[Integration],
+        on_result: Callable[[CheckOutcome], None] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.items = items
+        self.results: list[HealthResult | None] = [None] * len(items)
+        self.on_result = on_result
+        self.left = len(items)
+        """Items no lane is done with yet: the batch ends at 0 (a check whose timeout was
+        recorded at its deadline counts until its lane has unwound it, or given it up)."""
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.stopped = False
+        """Cancelled or failed: its queued items are skipped, its running checks cancelled."""
+
+    def record(self, index: int, result: HealthResult) -> None:
+        self.results[index] = result
+        if self.on_result is not None:
+            self.on_result(CheckOutcome(self.items[index], result))
+
+    def finished_one(self) -> None:
+        self.left -= 1
+        if self.left <= 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the batch with ``exc`` (raised by :meth:`CheckPool.run`, which stops it)."""
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+class CheckPool:
+    """Lanes that run the checks of successive batches, at most ``concurrency`` at once.
+
+    :func:`execute_checks` runs one batch in a pool of its own. A long-lived caller that
+    hands over batch after batch (the scheduler, a worker) keeps one pool: its lanes take the
+    next queued check of any batch as soon as they end one, as one call of
+    :func:`execute_checks` over every batch would — instead of each batch starting lanes of
+    its own, which then wait for the registry's slots and start together, a whole batch in
+    one loop iteration, when the batch before them ends. Lanes end when nothing is queued.
+    The pool must be used on one event loop, inside ``async with registry``.
+    """
+
+    def __init__(
+        self,
         *,
         registry: CheckRegistry,
         rules: StatusRules,
         timeout_s: float,
-        environ: Mapping[str, str] | None,
-        clock: Callable[[], datetime],
-        on_result: Callable[[CheckOutcome], None] | None,
+        concurrency: int,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.items = items
-        self.results: list[HealthResult | None] = [None] * len(items)
-        self.queue = iter(range(len(items)))
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.registry = registry
         self.slots = registry.slots
         self.rules = rules
         self.timeout_s = timeout_s
+        self.concurrency = concurrency
         self.environ = environ
         self.clock = clock
-        self.on_result = on_result
         self.loop = asyncio.get_running_loop()
+        self.queue: deque[tuple[_Batch, int]] = deque()
         self.lanes: set[_Lane] = set()
-        self.done: asyncio.Future[None] = self.loop.create_future()
         self._noticed: float | None = None
         self.anchor: tuple[float, float] | None = None
-        """While the first lanes are started: the run's start (see :meth:`_Lane.begin`)."""
+        """While lanes are started for a batch: its start (see :meth:`_Lane.begin`)."""
         self.callers: dict[str, Callable[[UUID, Any], Awaitable[object]]] = {}
-        """``integration_type`` → how to run its check (see :func:`_caller`), once per run."""
+        """``integration_type`` → how to run its check (see :func:`_caller`), once per pool."""
 
-    async def execute(self, lanes: int) -> None:
-        # The first lanes share one anchor, so the first wave's deadlines fall together and
-        # are noticed in one loop iteration (see noticed_at).
-        self.anchor = (time.monotonic(), self.loop.time())
-        for _ in range(lanes):
-            self._start_lane()
-        self.anchor = None
-        try:
-            await self.done
-        except BaseException:
-            self.stop()
-            raise
+    @property
+    def queued(self) -> int:
+        """Checks handed over that no lane has taken yet (those of stopped batches too)."""
+        return len(self.queue)
+
+    async def run(
+        self,
+        items: Sequence[Integration],
+        *,
+        on_result: Callable[[CheckOutcome], None] | None = None,
+    ) -> list[CheckOutcome]:
+        """Check ``items``; one outcome each, in order (see :func:`execute_checks`).
+
+        They queue behind the checks handed over before them. Cancelling the call (or a
+        failing ``on_result``) stops this batch alone: its queued checks are dropped, its
+        running ones cancelled and given up; the other batches go on."""
+        if self.loop is not asyncio.get_running_loop():
+            raise RuntimeError("a CheckPool is used on the event loop it was created on")
+        batch = _Batch(items, on_result, self.loop)
+        if items:
+            self.queue.extend((batch, index) for index in range(len(items)))
+            # The new lanes share one anchor, so the first wave's deadlines fall together and
+            # are noticed in one loop iteration (see noticed_at).
+            self.anchor = (time.monotonic(), self.loop.time())
+            for _ in range(min(self.concurrency - len(self.lanes), len(items))):
+                self._start_lane()
+            self.anchor = None
+            try:
+                await batch.done
+            except BaseException:
+                self._stop(batch)
+                raise
+        return [
+            CheckOutcome(item, result)
+            for item, result in zip(items, batch.results, strict=True)
+            if result is not None
+        ]
 
     def noticed_at(self) -> float:
         """The monotonic time at which the deadlines firing in this loop iteration were
@@ -351,19 +431,28 @@ class _Run:
         self.lanes.add(lane)
         lane.task = self.loop.create_task(self._work(lane))
 
+    def _refill(self) -> None:
+        """Start lanes for queued checks after lanes were given up or stopped."""
+        for _ in range(min(self.concurrency - len(self.lanes), len(self.queue))):
+            self._start_lane()
+
     async def _work(self, lane: _Lane) -> None:
-        """Take the next integration and check it, inline in this lane's task, until none
+        """Take the next queued check and run it, inline in this lane's task, until none
         are left (the check's coroutine is awaited right here: no task of its own)."""
-        items = self.items
+        queue = self.queue
         slots = self.slots
         try:
-            for index in self.queue:
+            while queue:
+                batch, index = queue.popleft()
+                if batch.stopped:
+                    continue
                 lane.recorded = False  # before any early result, begin() or not
+                lane.batch = batch  # from now on: stopping the batch cancels this lane
                 if not slots.take():  # a free slot is the rule: nothing to await then
                     await slots.acquire()
                     lane.anchor = None  # waited: the deadline starts with the check
                 lane.holds_slot = True
-                item = items[index]
+                item = batch.items[index]
                 try:
                     result = self._prepare(item, lane, index)
                     if result is None:  # started (lane.begin ran): run the check
@@ -382,19 +471,28 @@ class _Run:
                     lane.anchor = None  # also when the item never began (a broken config)
                     lane.release_slot()
                 if lane.abandoned:
-                    return  # the run recorded this check's timeout and went on without us
+                    return  # the pool recorded this check's timeout and went on without us
                 if not lane.recorded:
-                    self.record(index, result)
+                    try:
+                        batch.record(index, result)
+                    except BaseException as exc:  # noqa: BLE001 - from on_result: run() raises it
+                        batch.fail(exc)
+                lane.batch = None
+                batch.finished_one()
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # noqa: BLE001 - e.g. from on_result: the run raises it
-            self.fail(exc)
+        except BaseException as exc:  # noqa: BLE001 - a bug in the runner: its batch raises it
+            if lane.batch is not None:
+                lane.batch.fail(exc)
         finally:
             lane.close()
             if not lane.abandoned:
                 self.lanes.discard(lane)
-                if not self.lanes and not self.done.done():
-                    self.done.set_result(None)
+                if lane.batch is not None:  # it failed (above) or was cancelled mid-check
+                    lane.batch.finished_one()
+                    lane.batch = None
+                if queue:
+                    self._refill()
 
     def _prepare(self, item: Integration, lane: _Lane, index: int) -> HealthResult | None:
         """Set ``lane`` up for ``item``'s check and start its deadline; or the result already,
@@ -492,25 +590,16 @@ class _Run:
             update["checked_at"] = clock()
         return result.model_copy(update=update)
 
-    def fail(self, exc: BaseException) -> None:
-        """End the run with ``exc`` (raised by :meth:`execute`, which stops every lane)."""
-        if not self.done.done():
-            self.done.set_exception(exc)
-
-    def record(self, index: int, result: HealthResult) -> None:
-        self.results[index] = result
-        if self.on_result is not None:
-            self.on_result(CheckOutcome(self.items[index], result))
-
     def record_timeout(self, lane: _Lane) -> None:
         """Record the timeout of ``lane``'s check, at its deadline."""
-        if lane.recorded:
+        batch = lane.batch
+        if lane.recorded or batch is None:
             return
         lane.recorded = True
         try:
-            self.record(lane.index, _timed_out(self, lane.expired_ms or 0.0))
-        except BaseException as exc:  # noqa: BLE001 - from on_result: the run raises it
-            self.fail(exc)
+            batch.record(lane.index, _timed_out(self, lane.expired_ms or 0.0))
+        except BaseException as exc:  # noqa: BLE001 - from on_result: run() raises it
+            batch.fail(exc)
 
     def give_up(self, lane: _Lane) -> None:
         """``lane``'s check ignored its deadline's cancellation: free its slot, leave its task
@@ -521,13 +610,20 @@ class _Run:
         self.lanes.discard(lane)
         assert lane.task is not None
         _abandon(lane.task)
-        self._start_lane()
         self.record_timeout(lane)
+        batch, lane.batch = lane.batch, None
+        if batch is not None:
+            batch.finished_one()
+        self._refill()  # a lane in its place, if checks wait
 
-    def stop(self) -> None:
-        """The run itself is cancelled (or failed): cancel every lane without waiting."""
-        for lane in self.lanes:
+    def _stop(self, batch: _Batch) -> None:
+        """``batch`` is cancelled (or failed): drop its queued checks and cancel its running
+        ones without waiting for them; the other batches' checks go on."""
+        batch.stopped = True
+        for lane in [lane for lane in self.lanes if lane.batch is batch]:
+            self.lanes.discard(lane)
             lane.abandoned = True
+            lane.batch = None
             lane.release_slot()
             if lane.task is not None and not lane.task.done():
                 _abandon(lane.task)
@@ -535,7 +631,7 @@ class _Run:
                     lane.cancel("with its run")
                 else:
                     lane.task.cancel()
-        self.lanes.clear()
+        self._refill()
 
 
 def _caller(check: HealthCheck[Any]) -> Callable[[UUID, Any], Awaitable[object]]:
@@ -553,13 +649,13 @@ def _abandon(task: asyncio.Task[None]) -> None:
     task.add_done_callback(ABANDONED.discard)
 
 
-def _timed_out(run: _Run, waited_ms: float) -> HealthResult:
+def _timed_out(pool: CheckPool, waited_ms: float) -> HealthResult:
     return HealthResult.unreachable(
         ErrorCode.TIMEOUT,
-        f"No answer within {run.timeout_s:g} s: the host may be down or overloaded.",
+        f"No answer within {pool.timeout_s:g} s: the host may be down or overloaded.",
         waited_ms,
-        details={"timeout_s": run.timeout_s},
-        checked_at=run.clock(),
+        details={"timeout_s": pool.timeout_s},
+        checked_at=pool.clock(),
     )
 
 
@@ -711,22 +807,12 @@ async def execute_checks(
     filtering — every item given is checked. The caller must hold the registry open. Each
     result's ``checked_at`` is ``clock()`` when its check ended.
     """
-    if timeout_s <= 0:
-        raise ValueError("timeout_s must be positive")
-    run = _Run(
-        items,
+    pool = CheckPool(
         registry=registry,
         rules=rules,
         timeout_s=timeout_s,
+        concurrency=max(1, concurrency),
         environ=environ,
         clock=clock,
-        on_result=on_result,
     )
-    if items:
-        await run.execute(min(concurrency, len(items)))
-    results = run.results
-    return [
-        CheckOutcome(item, result)
-        for item, result in zip(items, results, strict=True)
-        if result is not None
-    ]
+    return await pool.run(items, on_result=on_result)
