@@ -52,7 +52,7 @@ from ..config import IntegrationConfigBase
 from ..errors import StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthResult, HealthStatus, utcnow
 from ..policy import IntegrationState, StatusRules, next_state
-from ..runner import CheckOutcome, execute_checks
+from ..runner import CheckOutcome, CheckPool
 from ..store.base import (
     BUDGET_WINDOW,
     INITIAL_SLOT,
@@ -288,6 +288,7 @@ class Scheduler:
         self.last_error: str | None = None
         self._upcoming: tuple[datetime, list[DueCheck]] | None = None
         self._parsed: dict[UUID, tuple[IntegrationRecord, Integration]] = {}
+        self._pool: CheckPool | None = None
         self._check_counters: dict[tuple[str, HealthStatus, ErrorCode | None], Any] = {}
         self._latency_histograms: dict[str, Any] = {}
         self._pruned_at: datetime | None = None
@@ -564,19 +565,21 @@ class Scheduler:
         or due only within the warm-up window) come back at the next pass; a record compares
         equal (its columns and raw config) far faster than pydantic validates it. References
         stay unresolved in the cache: secrets are resolved per check. The cache holds
-        ``_PARSED_WINDOWS`` batches of rows at most, evicting the entries added longest ago
-        (the due rows move on by a batch per pass, so those are checks already run), so its
-        memory follows the batch size, not the number of integrations.
+        ``_PARSED_WINDOWS`` batches of rows at most: when full, the batch of entries added
+        longest ago goes, at once (the due rows move on by a batch per pass, so those are
+        checks already run), so its memory follows the batch size, not the number of
+        integrations.
         """
-        cached = self._parsed.get(record.integration_id)
+        cache = self._parsed
+        cached = cache.get(record.integration_id)
         if cached is not None and (cached[0] is record or cached[0] == record):
             return cached[1]
-        excess = len(self._parsed) + 1 - _PARSED_WINDOWS * self.options.batch_size
-        if excess > 0:  # dicts keep insertion order: the first keys are the oldest
-            for key in list(itertools.islice(self._parsed, excess)):
-                del self._parsed[key]
+        batch = self.options.batch_size
+        if len(cache) >= _PARSED_WINDOWS * batch:  # dicts keep insertion order: oldest first
+            for key in list(itertools.islice(cache, batch)):
+                del cache[key]
         parsed = self.registry.from_record(record)
-        self._parsed[record.integration_id] = (record, parsed)
+        cache[record.integration_id] = (record, parsed)
         return parsed
 
     async def claim(
@@ -760,15 +763,8 @@ class Scheduler:
 
             writer = asyncio.create_task(self._write_chunks(chunks, chunked, report))
             try:
-                outcomes = await execute_checks(
-                    [p.integration for p in to_run],
-                    registry=self.registry,
-                    timeout_s=self.registry.settings.timeout_s,
-                    concurrency=self.registry.settings.concurrency,
-                    rules=self.rules,
-                    environ=self.environ,
-                    on_result=on_result,
-                    clock=self.clock,
+                outcomes = await self._check_pool().run(
+                    [p.integration for p in to_run], on_result=on_result
                 )
             except BaseException:
                 writer.cancel()
@@ -796,6 +792,29 @@ class Scheduler:
             # Checks that never ended: the batch failed before they ran, or the run was
             # cancelled or failed (every result ends its own check in on_result).
             self._ended(left)
+
+    def _check_pool(self) -> CheckPool:
+        """The lanes every batch of this scheduler runs its checks in, one after the other
+        as lanes come free (:class:`~integration_health.runner.CheckPool`): a batch planned
+        while another runs queues behind it instead of starting lanes of its own that wait
+        for the registry's slots. A new pool for a new event loop or changed settings."""
+        settings = self.registry.settings
+        pool = self._pool
+        if (
+            pool is None
+            or pool.loop is not asyncio.get_running_loop()
+            or pool.timeout_s != settings.timeout_s
+            or pool.concurrency != settings.concurrency
+        ):
+            pool = self._pool = CheckPool(
+                registry=self.registry,
+                rules=self.rules,
+                timeout_s=settings.timeout_s,
+                concurrency=settings.concurrency,
+                environ=self.environ,
+                clock=self.clock,
+            )
+        return pool
 
     def _ended(self, count: int) -> None:
         """``count`` checks of a batch have ended (or will not run)."""
