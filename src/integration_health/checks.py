@@ -279,9 +279,9 @@ class CheckRegistry:
     def from_record(self, record: IntegrationRecord) -> IntegrationConfigBase | BrokenIntegration:
         """Turn a stored record into its config model, or a :class:`BrokenIntegration`."""
         data = dict(record.config)
-        data.update(
-            integration_id=str(record.integration_id),
-            org_id=str(record.org_id),
+        data.update(  # UUIDs as they are: validating one costs half of parsing its text
+            integration_id=record.integration_id,
+            org_id=record.org_id,
             integration_type=record.integration_type,
             name=record.name,
             enabled=record.enabled,
