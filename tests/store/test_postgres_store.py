@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import decimal
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -372,3 +375,44 @@ async def test_events_are_visible_to_members_only(pg_store: PostgresStore) -> No
 
     assert await visible(member) == 1
     assert await visible(uuid.uuid4()) == 0
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+async def test_details_are_stored_as_json_with_str_for_the_rest(pg_store: PostgresStore) -> None:
+    """A result's details reach the status row as the standard library's ``json`` with
+    ``default=str`` writes them (orjson writes the usual ones faster, ``json`` what orjson
+    refuses): timestamps, UUIDs, decimals, dataclasses, sets as text; integers beyond 64
+    bits as ``json`` has them; NaN, which ``jsonb`` refuses, as null."""
+    [*items] = await seed(pg_store, 3)
+    when = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    plain = {
+        "at": when,
+        "id": items[0].integration_id,
+        "amount": decimal.Decimal("1.50"),
+        "point": _Point(3),
+        "tags": {"x"},
+        "status": HealthStatus.DEGRADED,
+        "nested": [{"a": 1, "b": [True, None, 2.5]}],
+        "text": "æøå \u2028",
+    }
+    details: list[dict[str, Any]] = [plain, {"big": 2**70}, {"nan": float("nan")}]
+    writes = [
+        ResultWrite(
+            org_id=item.org_id,
+            integration_id=item.integration_id,
+            integration_type="http",
+            result=HealthResult.healthy(5, details=d),
+        )
+        for item, d in zip(items, details, strict=True)
+    ]
+    assert await pg_store.record_results(writes) == 3
+    stored = {s.integration_id: s.details for s in await pg_store.list_statuses()}
+    got = [stored[item.integration_id] for item in items]
+    assert got[:2] == [json.loads(json.dumps(d, default=str)) for d in details[:2]]
+    assert got[0]["at"] == str(when) and got[0]["point"] == "_Point(x=3)"
+    assert got[0]["status"] == "degraded" and got[1]["big"] == 2**70
+    assert got[2] == {"nan": None}
