@@ -25,8 +25,8 @@ end. Variants, each in fresh Python processes, alternated over ``--rounds``:
   procrastinate app, tick 1 s, ``default_jobs(concurrency)`` = 2 × concurrency / 50 + 1 jobs
   at once: batches of 50 checks plus the planner; the registry still keeps at most
   ``--concurrency`` checks in flight) in one process, from its start until the child sees
-  every slot done (it polls the count every 50 ms); the time includes waiting for the first
-  tick (≤ 1 s). With
+  every slot done (it polls the count every 50 ms); like ``integration-health worker`` it
+  queues a plan as it starts (``plan_now``) instead of waiting for the first tick. With
   ``--processes P`` too, ``worker+pg×P``: P such workers on the same database.
 
 ``--checked`` starts every run from a running monitor's steady state instead of its first
@@ -320,6 +320,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
         default_jobs,
         ensure_procrastinate_schema,
         make_runtime,
+        plan_now,
         set_runtime,
     )
     from integration_health.store.postgres import PostgresStore  # noqa: PLC0415
@@ -342,6 +343,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
         async with registry, app.open_async():
             await registry.warm_up([])  # the TLS trust store, as for the scheduler child
             wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
+            await plan_now(app)  # as `integration-health worker` does when it starts
             worker = asyncio.create_task(
                 app.run_worker_async(
                     queues=[QUEUE], concurrency=jobs, install_signal_handlers=False
@@ -674,7 +676,7 @@ async def _run_variant(
         "idle": sum(r.get("idle_passes", 0) for r in results),
         "store_s": sum((Counter(r.get("store_s", {})) for r in results), Counter()),
         "store_calls": sum((Counter(r.get("store_calls", {})) for r in results), Counter()),
-        # a worker's first plan waits for procrastinate's first periodic tick
+        # when a worker's first plan began (queued at its start: ``plan_now``)
         "first_plan_s": max(
             (r["first_plan_s"] for r in results if r.get("first_plan_s") is not None),
             default=None,

@@ -42,6 +42,7 @@ from integration_health.scheduling.distributed import (
     feed,
     make_runtime,
     plan_and_defer,
+    plan_now,
     queue_depth,
     queue_limit,
     run_batch,
@@ -876,14 +877,46 @@ def test_three_worker_processes_and_a_sigkill(
     assert fake.count("/ok") >= 3000
 
 
+async def test_plan_now_queues_one_plan_job_at_once(pg_url: str) -> None:
+    """A starting worker queues a plan job itself instead of waiting for the periodic tick;
+    while one waits in the queue another is not queued (the task's queueing lock); with the
+    database gone it gives up within its bound, without raising (the ticks plan anyway)."""
+    await ensure_procrastinate_schema(pg_url)
+    app = build_app(pg_url, tick_s=59)
+    before = int(time.time())
+    async with app.open_async():
+        assert await plan_now(app) is True
+        assert await plan_now(app) is False
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "select task_name, status, queue_name, args from procrastinate_jobs"
+        )
+        rows = await cursor.fetchall()
+    assert len(rows) == 1
+    task_name, status, queue, args = rows[0]
+    assert (task_name, status, queue) == ("integration_health.plan", "todo", QUEUE)
+    assert before <= args["timestamp"] <= time.time()
+    unreachable = build_app("postgresql://postgres@127.0.0.1:1/nowhere", tick_s=5)
+    t0 = time.monotonic()
+    assert await plan_now(unreachable) is False  # never opened: refused at once
+    assert time.monotonic() - t0 < 5
+
+
 class _StoppingApp:
     """Stands in for procrastinate's App: its worker fails ``failures`` times (raising what
-    procrastinate raises when a query fails), then runs until cancelled."""
+    procrastinate raises when a query fails), then runs until cancelled. ``tasks`` holds its
+    ``plan`` task, which counts the jobs deferred (:func:`plan_now`)."""
 
     def __init__(self, failures: list[BaseException | None]) -> None:
         self.failures = failures
         self.starts = 0
         self.cancelled = False
+        self.plans: list[int] = []
+        self.tasks = {"integration_health.plan": self}
+
+    async def defer_async(self, *, timestamp: int) -> int:
+        self.plans.append(self.starts)  # how many worker starts came before this plan
+        return len(self.plans)
 
     async def run_worker_async(self, **options: Any) -> None:
         assert options["install_signal_handlers"] is False
@@ -917,6 +950,7 @@ async def test_run_worker_starts_a_stopped_worker_again_until_asked_to_stop(
     task = asyncio.create_task(distributed.run_worker(app, jobs=3, stop=stop, restart_max_s=0.1))
     await asyncio.wait_for(_until(lambda: "worker running again" in caplog.text), 10)
     assert app.starts == 4
+    assert app.plans == [0, 1, 2, 3]  # a plan queued before each start
     stop.set()
     assert await asyncio.wait_for(task, 5) == 3
     assert app.cancelled

@@ -627,6 +627,28 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
     return app
 
 
+_PLAN_NOW_S = 3.0
+"""How long :func:`plan_now` waits for the database (a worker starting during an outage)."""
+
+
+async def plan_now(app: Any) -> bool:
+    """Queue a ``plan`` job at once, so that a worker starting up plans without waiting up
+    to a whole tick for procrastinate's periodic deferrer; ``False`` when a plan job waits in
+    the queue already (its queueing lock), or the database refused (logged: the ticks go on).
+    """
+    import procrastinate.exceptions  # noqa: PLC0415 - optional dependency, present here
+
+    try:
+        async with asyncio.timeout(_PLAN_NOW_S):
+            await app.tasks["integration_health.plan"].defer_async(timestamp=int(time.time()))
+    except procrastinate.exceptions.AlreadyEnqueued:
+        return False
+    except Exception as exc:  # noqa: BLE001 - the periodic ticks plan anyway
+        log.debug("could not queue a plan at start: %s", _one_line(exc))
+        return False
+    return True
+
+
 async def _autocommit(conn: Any) -> None:
     await conn.set_autocommit(True)
 
@@ -700,6 +722,7 @@ async def run_worker(
     down_since: float | None = None
     try:
         while not stop.is_set():
+            await plan_now(app)  # a worker (re)started plans at once, not at the next tick
             worker = asyncio.create_task(
                 app.run_worker_async(
                     queues=[QUEUE], concurrency=jobs, install_signal_handlers=False
