@@ -23,6 +23,7 @@ __all__ = [
     "StatusRules",
     "apply_status_rules",
     "backoff_delay_s",
+    "next_check_at",
     "next_state",
     "overall_status",
     "retry_after_hint",
@@ -125,23 +126,46 @@ def next_state(
     check comes one interval later, later still while failing (backoff), and never before a
     ``retry_after_s`` hint in the result's details.
     """
-    failures = (previous.consecutive_failures if previous else 0) + 1 if not result.ok else 0
+    failures = _failures(previous, result)
     last_healthy = previous.last_healthy_at if previous else None
     if result.status is HealthStatus.HEALTHY:
         last_healthy = result.checked_at
+    return IntegrationState(
+        status=result.status,
+        checked_at=result.checked_at,
+        consecutive_failures=failures,
+        last_healthy_at=last_healthy,
+        next_check_at=result.checked_at + timedelta(seconds=_delay_s(config, result, failures)),
+    )
+
+
+def next_check_at(
+    previous: IntegrationState | None,
+    config: IntegrationConfigBase,
+    result: HealthResult,
+) -> datetime:
+    """``next_state(previous, config, result).next_check_at``, without the rest of the state
+    (the scheduler asks this once per check)."""
+    delay = _delay_s(config, result, _failures(previous, result))
+    return result.checked_at + timedelta(seconds=delay)
+
+
+def _failures(previous: IntegrationState | None, result: HealthResult) -> int:
+    """Consecutive failures after ``result``: only ``unreachable`` counts, anything else
+    resets the count."""
+    return (previous.consecutive_failures if previous else 0) + 1 if not result.ok else 0
+
+
+def _delay_s(config: IntegrationConfigBase, result: HealthResult, failures: int) -> float:
+    """Seconds from ``result`` to the next check: one interval, longer while failing
+    (backoff), never before a ``retry_after_s`` hint."""
     delay = float(config.check_interval_s)
     if failures > 1:  # the key (the id as text) only seeds the jitter of a backoff
         delay = backoff_delay_s(config.check_interval_s, failures, key=str(config.integration_id))
     retry_after = retry_after_hint(result.details)
     if retry_after is not None:
         delay = max(delay, retry_after)
-    return IntegrationState(
-        status=result.status,
-        checked_at=result.checked_at,
-        consecutive_failures=failures,
-        last_healthy_at=last_healthy,
-        next_check_at=result.checked_at + timedelta(seconds=delay),
-    )
+    return delay
 
 
 def overall_status(statuses: Iterable[HealthStatus]) -> HealthStatus | None:

@@ -16,6 +16,7 @@ from integration_health.policy import (
     BACKOFF_JITTER,
     IntegrationState,
     backoff_delay_s,
+    next_check_at,
     next_state,
 )
 from integration_health.scheduling import (
@@ -220,6 +221,27 @@ def test_retry_after_is_honoured() -> None:
     assert next_state(None, item, short).next_check_at == T0 + timedelta(seconds=900)
     bogus = limited.model_copy(update={"details": {"retry_after_s": True}})
     assert next_state(None, item, bogus).next_check_at == T0 + timedelta(seconds=900)
+
+
+def test_next_check_at_is_the_next_states() -> None:
+    """The scheduler's shortcut gives the time next_state gives, through healthy results,
+    a run of failures (backoff with jitter), a Retry-After hint and a recovery."""
+    item = cheap()
+    state: IntegrationState | None = None
+    results = [HealthResult.healthy(5)]
+    results += [HealthResult.unreachable(ErrorCode.CONNECTION, "down", 1)] * 4
+    results += [
+        HealthResult.degraded(
+            ErrorCode.RATE_LIMITED, "slow down", 3, details={"retry_after_s": 7200}
+        ),
+        HealthResult.healthy(5),
+    ]
+    for minute, result in enumerate(results):
+        stamped = result.model_copy(update={"checked_at": T0 + timedelta(hours=minute)})
+        after = next_state(state, item, stamped)
+        assert next_check_at(state, item, stamped) == after.next_check_at
+        state = after
+    assert state is not None and state.consecutive_failures == 0
 
 
 def test_state_carries_last_healthy() -> None:

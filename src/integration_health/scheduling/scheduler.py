@@ -51,7 +51,7 @@ from ..checks import BrokenIntegration, CheckRegistry, IntegrationRecord
 from ..config import IntegrationConfigBase
 from ..errors import StoreError, StoreUnavailable
 from ..model import ErrorCode, HealthResult, HealthStatus, utcnow
-from ..policy import IntegrationState, StatusRules, next_state
+from ..policy import IntegrationState, StatusRules, next_check_at
 from ..runner import CheckOutcome, CheckPool
 from ..store.base import (
     BUDGET_WINDOW,
@@ -917,15 +917,15 @@ class Scheduler:
         worker: str,
     ) -> ResultWrite:
         if isinstance(integration, IntegrationConfigBase):
-            next_check_at = next_state(before, integration, result).next_check_at
+            next_at = next_check_at(before, integration, result)
         else:
-            next_check_at = result.checked_at + timedelta(seconds=integration.check_interval_s)
+            next_at = result.checked_at + timedelta(seconds=integration.check_interval_s)
         return ResultWrite(
             org_id=integration.org_id,
             integration_id=integration.integration_id,
             integration_type=integration.integration_type,
             result=result,
-            next_check_at=next_check_at,
+            next_check_at=next_at,
             slot_at=planned.slot_at,
             worker=worker,
             drift_ms=None if drift_s is None else round(drift_s * 1000),
