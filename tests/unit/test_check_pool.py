@@ -143,7 +143,7 @@ async def test_a_queued_check_gets_its_full_deadline_from_when_a_lane_takes_it(
 async def test_pool_arguments_and_loop_are_checked(
     registry: CheckRegistry, org_id: uuid.UUID
 ) -> None:
-    rules = StatusRules(1000)
+    rules = StatusRules()
     with pytest.raises(ValueError, match="timeout_s"):
         CheckPool(registry=registry, rules=rules, timeout_s=0, concurrency=1)
     with pytest.raises(ValueError, match="concurrency"):
@@ -156,3 +156,37 @@ async def test_pool_arguments_and_loop_are_checked(
             asyncio.run(pool.run([fake(org_id, "x")]))
 
     await asyncio.to_thread(elsewhere)
+
+
+async def test_lingering_lanes_wait_for_the_next_batch_then_end(org_id: uuid.UUID) -> None:
+    """With ``linger_s`` the lanes of a batch wait for the next one (the same lane tasks run
+    it), a batch smaller than the lanes waiting leaves the others waiting, and lanes end once
+    nothing came for ``linger_s`` — or at once on ``close()``."""
+    registry, _, _ = fake_registry(settings=Settings(concurrency=3), with_builtins=False)
+    async with registry:
+        pool = CheckPool(
+            registry=registry,
+            rules=StatusRules(),
+            timeout_s=5,
+            concurrency=3,
+            linger_s=0.3,
+        )
+        await pool.run([fake(org_id, f"a{i}", delay_s=0.02) for i in range(3)])
+        lanes = set(pool.lanes)
+        assert len(lanes) == 3  # waiting for work
+        await pool.run([fake(org_id, "b")])
+        await pool.run([fake(org_id, f"c{i}", delay_s=0.02) for i in range(3)])
+        assert pool.lanes == lanes  # no lane was started for b or c
+        await asyncio.sleep(0.5)
+        assert not pool.lanes  # nothing came for linger_s
+        await pool.run([fake(org_id, f"d{i}") for i in range(2)])
+        assert len(pool.lanes) == 2
+        pool.close()
+        await asyncio.sleep(0)
+        assert not pool.lanes
+        outcomes = await pool.run([fake(org_id, "e")])  # still usable; lanes end at once now
+        assert outcomes[0].result.status is HealthStatus.HEALTHY
+        await asyncio.sleep(0)
+        assert not pool.lanes
+    with pytest.raises(ValueError, match="linger_s"):
+        CheckPool(registry=registry, rules=StatusRules(), timeout_s=1, concurrency=1, linger_s=-1)

@@ -117,9 +117,11 @@ class WorkerRuntime:
 
     async def drain(self) -> None:
         """Wait for the batches finishing in the background (each bounded by the check
-        deadline); a stopping worker calls this after its last job."""
+        deadline), then let the idle check lanes end; a stopping worker calls this after its
+        last job."""
         while self.background:
             await asyncio.gather(*list(self.background), return_exceptions=True)
+        self.scheduler.close_lanes()
 
     def remember(self, batches: Mapping[str, LocalBatch]) -> None:
         """Keep the batches just queued (by their ``checks`` argument); forget those queued

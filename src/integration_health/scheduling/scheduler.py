@@ -139,6 +139,9 @@ this many batches deep, leaving out the held types. Each row read costs ~15–35
 process's CPU (decoded, its record built, compared with the parsed one): reading two batches
 for every pass, as before, made ~25 % of the scheduling's own CPU
 (``bench/end_to_end.py --instant``, docs/benchmarks.md run P)."""
+_LANES_LINGER_S = 2.0
+"""How long the check pool's lanes wait for the next batch before they end (passes follow
+each other within a fraction of a second while much is due)."""
 _PARSED_WINDOWS = 2
 """The parse cache holds the rows of this many batches; beyond that, the entries added
 longest ago (checks run passes ago) make room, see :meth:`Scheduler.parse`."""
@@ -806,6 +809,8 @@ class Scheduler:
             or pool.timeout_s != settings.timeout_s
             or pool.concurrency != settings.concurrency
         ):
+            if pool is not None:
+                pool.close()
             pool = self._pool = CheckPool(
                 registry=self.registry,
                 rules=self.rules,
@@ -813,8 +818,16 @@ class Scheduler:
                 concurrency=settings.concurrency,
                 environ=self.environ,
                 clock=self.clock,
+                linger_s=_LANES_LINGER_S,
             )
         return pool
+
+    def close_lanes(self) -> None:
+        """Let the check pool's idle lanes end now instead of after ``_LANES_LINGER_S``
+        (:meth:`run` does this as it ends; a worker when it stops)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _ended(self, count: int) -> None:
         """``count`` checks of a batch have ended (or will not run)."""
@@ -1008,8 +1021,10 @@ class Scheduler:
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
                 self._in_flight = 0  # every pass has ended (one cancelled before it began too)
+                self.close_lanes()
                 raise
             await asyncio.gather(*running, return_exceptions=True)
+            self.close_lanes()
             await self._flush_before_exit()
 
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
