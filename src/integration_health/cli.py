@@ -868,9 +868,10 @@ def worker(
 ) -> None:
     """Share the due checks with every other worker (PostgreSQL only; start any number).
 
-    Built on procrastinate: each tick one worker plans, keeping the queue of batches as deep
-    as the workers' measured pace needs for most of the tick; batches are claimed and run by
-    any worker, each (integration, slot) exactly once even if a worker dies mid-batch.
+    Built on procrastinate: each tick one worker plans (a worker that starts plans at once),
+    keeping the queue of batches as deep as the workers' measured pace needs for most of the
+    tick; batches are claimed and run by any worker, each (integration, slot) exactly once
+    even if a worker dies mid-batch.
     When PostgreSQL becomes unreachable the worker waits for it and goes on (logged once).
     SIGTERM or Ctrl-C stops it gracefully (in-flight batches finish). On SQLite use
     `scheduler`.
