@@ -384,7 +384,7 @@ class CheckPool:
 
     @property
     def queued(self) -> int:
-        """Checks handed over that no lane has taken yet (those of stopped batches too)."""
+        """Checks handed over that no lane has taken yet."""
         return len(self.queue)
 
     async def run(
@@ -666,6 +666,10 @@ class CheckPool:
         """``batch`` is cancelled (or failed): drop its queued checks and cancel its running
         ones without waiting for them; the other batches' checks go on."""
         batch.stopped = True
+        if any(queued is batch for queued, _ in self.queue):
+            kept = [entry for entry in self.queue if entry[0] is not batch]
+            self.queue.clear()  # in place: the lanes hold the queue itself
+            self.queue.extend(kept)
         for lane in [lane for lane in self.lanes if lane.batch is batch]:
             self.lanes.discard(lane)
             lane.abandoned = True
