@@ -139,6 +139,32 @@ def test_budgets_from_the_environment_and_flags_hold_across_processes(
     assert fake.count("/ok") == 3
 
 
+def test_batch_bounds_the_checks_of_a_pass(
+    tmp_path: Path, endpoint_in_thread: tuple[HttpEndpointFake, str]
+) -> None:
+    """--batch N plans and runs at most N due checks per pass; out of range is a usage error."""
+    fake, url = endpoint_in_thread
+    env = env_for(tmp_path)
+    rows = "".join(
+        f"""
+          - {{id: 0b1c0000-0000-4000-8000-00000000020{i}, org_id: {ORG},
+              integration_type: http, name: b{i}, url: "{url}/ok"}}"""
+        for i in range(5)
+    )
+    path = tmp_path / "integrations.yaml"
+    path.write_text("integrations:" + textwrap.dedent(rows) + "\n")
+    assert cli(env, "integrations", "import", str(path)).returncode == 0, "import failed"
+    first = cli(env, "scheduler", "--once", "--batch", "2")
+    assert first.returncode == 0, first.stderr
+    assert "2 check(s) run" in first.stdout
+    second = cli(env, "scheduler", "--once", "--batch", "10")
+    assert second.returncode == 0, second.stderr
+    assert "3 check(s) run" in second.stdout
+    assert fake.count("/ok") == 5
+    bad = cli(env, "scheduler", "--batch", "0")
+    assert bad.returncode == 2 and "--batch" in bad.stderr
+
+
 @pytest.mark.parametrize(
     ("command", "extra_env", "message"),
     [

@@ -982,6 +982,7 @@ async def test_sync_outcomes_of_active_integrations_do_not_hold_up_other_checks(
     [
         ({"budgets_per_minute": {"xledger": 0}}, "the budget of 'xledger' must be at least 1"),
         ({"write_every": 0}, "write_every must be at least 1"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
         ({"buffer_limit": 0}, "buffer_limit must be at least 1"),
         ({"runs_retention_s": 10.0}, "runs_retention_s must be at least lease_s"),
         ({"rate_limit_threshold": 0}, "rate_limit_threshold must be at least 1"),

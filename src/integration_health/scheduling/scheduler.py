@@ -193,6 +193,8 @@ class SchedulerOptions:
     def __post_init__(self) -> None:
         if self.runs_retention_s < self.lease_s:
             raise ValueError("runs_retention_s must be at least lease_s")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
         if self.write_every < 1:
             raise ValueError(f"write_every must be at least 1, not {self.write_every}")
         if self.buffer_limit < 1:
