@@ -114,6 +114,19 @@ def test_scheduler_once_and_bad_budget(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown integration" in unknown.stderr
 
 
+def _import_http(env: dict[str, str], tmp_path: Path, url: str, count: int, group: str) -> None:
+    """Import ``count`` http integrations of ORG checking ``url`` (ids ending ``{group}0{i}``)."""
+    rows = "".join(
+        f"""
+          - {{id: 0b1c0000-0000-4000-8000-00000000{group}0{i}, org_id: {ORG},
+              integration_type: http, name: h{group}{i}, url: "{url}"}}"""
+        for i in range(count)
+    )
+    path = tmp_path / "integrations.yaml"
+    path.write_text("integrations:" + textwrap.dedent(rows) + "\n")
+    assert cli(env, "integrations", "import", str(path)).returncode == 0, "import failed"
+
+
 def test_budgets_from_the_environment_and_flags_hold_across_processes(
     tmp_path: Path, endpoint_in_thread: tuple[HttpEndpointFake, str]
 ) -> None:
@@ -121,15 +134,7 @@ def test_budgets_from_the_environment_and_flags_hold_across_processes(
     a second scheduler process in the same minute sees the first one's checks spent."""
     fake, url = endpoint_in_thread
     env = {**env_for(tmp_path), "INTEGRATION_HEALTH_BUDGETS_PER_MINUTE": "http=2"}
-    rows = "".join(
-        f"""
-          - {{id: 0b1c0000-0000-4000-8000-00000000010{i}, org_id: {ORG},
-              integration_type: http, name: h{i}, url: "{url}/ok"}}"""
-        for i in range(6)
-    )
-    path = tmp_path / "integrations.yaml"
-    path.write_text("integrations:" + textwrap.dedent(rows) + "\n")
-    assert cli(env, "integrations", "import", str(path)).returncode == 0, "import failed"
+    _import_http(env, tmp_path, f"{url}/ok", 6, "01")
     first = cli(env, "scheduler", "--once")
     assert first.returncode == 0, first.stderr
     assert "2 check(s) run" in first.stdout and "deferred by budget http 4," in first.stdout
@@ -145,15 +150,7 @@ def test_batch_bounds_the_checks_of_a_pass(
     """--batch N plans and runs at most N due checks per pass; out of range is a usage error."""
     fake, url = endpoint_in_thread
     env = env_for(tmp_path)
-    rows = "".join(
-        f"""
-          - {{id: 0b1c0000-0000-4000-8000-00000000020{i}, org_id: {ORG},
-              integration_type: http, name: b{i}, url: "{url}/ok"}}"""
-        for i in range(5)
-    )
-    path = tmp_path / "integrations.yaml"
-    path.write_text("integrations:" + textwrap.dedent(rows) + "\n")
-    assert cli(env, "integrations", "import", str(path)).returncode == 0, "import failed"
+    _import_http(env, tmp_path, f"{url}/ok", 5, "02")
     first = cli(env, "scheduler", "--once", "--batch", "2")
     assert first.returncode == 0, first.stderr
     assert "2 check(s) run" in first.stdout
