@@ -159,7 +159,7 @@ def _bootstrap_sql() -> str:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def _is_transient(exc: Exception) -> bool:
+def _is_transient(exc: BaseException) -> bool:
     """Retry only connection failures: the server went away or refused to start a session.
 
     A pool that cannot hand out a connection in time has already waited; errors the server
