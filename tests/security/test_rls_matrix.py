@@ -63,6 +63,7 @@ def _member(org: str) -> dict[str, dict[str, str]]:
         "integration_health_status": read,
         "integration_health_history": read,
         "integration_check_runs": _NOTHING,
+        "integration_health_unchecked": _NOTHING,
         "integration_health_events": read,
         "integration_type_modes": _NOTHING,
         "alert_integration_state": _NOTHING,
@@ -84,8 +85,9 @@ for _table in TABLES:
     _EVERYTHING[_table]["insert"] = "A+B"
 for _table in ("organizations", "organization_members", "integrations",
                "integration_health_status", "integration_health_history",
-               "integration_check_runs", "integration_health_events",
-               "alert_integration_state", "alerts"):  # fmt: skip
+               "integration_check_runs", "integration_health_unchecked",
+               "integration_health_events", "alert_integration_state",
+               "alerts"):  # fmt: skip
     _EVERYTHING[_table].update(select="A+B", update="A+B", delete="A+B")
 _EVERYTHING["integration_type_modes"].update(select="N", update="N", delete="N")
 
@@ -220,6 +222,8 @@ OWNER = dict.fromkeys(TABLES, "org_id") | {
     "organizations": "id",
     "alert_incidents": "id",
     "integration_type_modes": "null::uuid",
+    "integration_health_unchecked": "(select i.org_id from public.integrations i"
+    " where i.id = integration_id)",
 }
 # table -> a column to "update" to itself (needs the privilege and passes the policy's USING)
 TOUCH = {
@@ -229,6 +233,7 @@ TOUCH = {
     "integration_health_status": "latency_ms",
     "integration_health_history": "latency_ms",
     "integration_check_runs": "worker",
+    "integration_health_unchecked": "integration_id",
     "integration_health_events": "error",
     "integration_type_modes": "reason",
     "alert_integration_state": "bad_streak",
@@ -271,6 +276,10 @@ def _insert_sql(table: str, org: str, ids: Ids) -> tuple[str, tuple[Any, ...]]:
             " (integration_id, slot_at, org_id, state, worker, claimed_at)"
             " values (%s, now() + interval '1 day', %s, 'claimed', 'w', now())",
             (i, o),
+        ),
+        "integration_health_unchecked": (  # a checked integration (the other one is there)
+            "insert into public.integration_health_unchecked (integration_id) values (%s)",
+            (i,),
         ),
         "integration_health_events": (
             "insert into public.integration_health_events"

@@ -186,7 +186,7 @@ def _translate(exc: psycopg.Error, url: str, password: str | None) -> StoreError
     message = _message(exc, password)
     if isinstance(exc, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
         return SchemaError(
-            f"the database schema at {url} is missing ({message}): "
+            f"the database schema at {url} is missing or older than this version ({message}): "
             "run `integration-health db upgrade`"
         )
     if isinstance(exc, pg_errors.UndefinedColumn | pg_errors.UndefinedFunction):
@@ -1307,10 +1307,11 @@ class PostgresStore:
     ) -> list[DueCheck]:
         """The due checks at ``at``: never checked first, then oldest ``next_check_at`` first.
 
-        Cost grows with what is due, not with the number of integrations, except for the
-        "never checked" part (no status row): that is an anti join of two indexes, read in
-        order (a merge join; a hash join would hash every status row on every pass). Indexes
-        from migration 20261129050000; figures in docs/benchmarks.md ("Planning cost").
+        Cost grows with what is due, not with the number of integrations: the never-checked
+        ones are read from their own table (``integration_health_unchecked``, kept by triggers,
+        migration 20261207010000), the others along the status rows' (next_check_at,
+        integration_id) index (migration 20261129050000). Figures in docs/benchmarks.md
+        ("Planning cost").
         """
         status_columns = ", ".join(f"s.{c} as s_{c}" for c in _STATUS_COLUMN_NAMES)
 
@@ -1328,22 +1329,22 @@ class PostgresStore:
             )
 
         # Each branch reads at most ``limit`` rows along an index; the lateral subqueries
-        # (``offset 0`` keeps them lateral) look each candidate's integration up by key. The
-        # never-checked ids are found first (``offset 0`` again) and only then probed for a
-        # claim, or every active integration would be probed.
+        # (``offset 0`` keeps them lateral) look each candidate's integration up by key, and
+        # the ``not exists`` ones (``offset 0`` again: not an anti join, which could read a
+        # whole table) probe its status or claim by key.
         query = f"""
             with due as (
-                (select u.id, null::timestamptz as due_at
-                 from (select i.id
-                       from public.integrations i
-                       where i.enabled and i.monitoring_mode = 'active'
-                         and i.integration_type <> all(%(exclude)s::text[])
-                         and not exists (select 1 from public.integration_health_status n
-                                         where n.integration_id = i.id)
-                       order by i.id
-                       offset 0) u
-                 where true {unclaimed("u.id", "%(initial)s")}
-                 order by u.id
+                (select u.integration_id as id, null::timestamptz as due_at
+                 from public.integration_health_unchecked u
+                 cross join lateral (select 1 from public.integrations a
+                                     where a.id = u.integration_id and a.enabled
+                                       and a.monitoring_mode = 'active'
+                                       and a.integration_type <> all(%(exclude)s::text[])
+                                     offset 0) a
+                 where not exists (select 1 from public.integration_health_status n
+                                   where n.integration_id = u.integration_id offset 0)
+                   {unclaimed("u.integration_id", "%(initial)s")}
+                 order by u.integration_id
                  limit %(limit)s)
                 union all
                 (select n.integration_id, null::timestamptz
@@ -1376,8 +1377,10 @@ class PostgresStore:
             select i.id, i.org_id, i.integration_type, i.name, i.config, i.enabled,
                    i.monitoring_mode, i.check_interval_s, {status_columns}
             from picked p
-            join public.integrations i on i.id = p.id
-            left join public.integration_health_status s on s.integration_id = p.id
+            cross join lateral (select * from public.integrations i
+                                where i.id = p.id offset 0) i
+            left join lateral (select * from public.integration_health_status s
+                               where s.integration_id = p.id offset 0) s on true
             order by p.due_at asc nulls first, p.id
         """
         params = {
@@ -1390,17 +1393,10 @@ class PostgresStore:
             "claimed_by_me": claimed_by_me,
         }
 
-        async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
-            async with conn.transaction():
-                # The planner prefers hashing the whole status table for the anti join; merging
-                # the two id indexes reads them once, in order, and spills nothing (2-3x faster
-                # at 1M integrations).
-                await conn.execute("set local enable_hashjoin = off")
-                return await _fetch_tuples(conn, query, params)
-
         # Plain tuples, read by position: a pass reads a batch of these and more, and a dict
         # per row (plus one per status) cost more than the rest of the decoding.
-        return [_due_check(row) for row in await self._run(fetch)]
+        rows = await self._run(lambda conn: _fetch_tuples(conn, query, params))
+        return [_due_check(row) for row in rows]
 
     async def claim_slots(
         self,
