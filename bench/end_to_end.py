@@ -928,7 +928,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--integrations", type=int, default=10_000, help="checks per run (10000)")
     parser.add_argument("--orgs", type=int, default=100, help="organisations (100)")
     parser.add_argument("--concurrency", type=int, default=100, help="checks in flight (100)")
-    parser.add_argument("--batch", type=int, default=1_000, help="scheduler batch_size (1000)")
+    parser.add_argument(
+        "--batch", type=int, default=500, help="scheduler batch_size (500, as `scheduler`)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (3)")
     parser.add_argument(
         "--processes", type=int, default=1, help="also run P schedulers on one database (off)"

@@ -785,12 +785,11 @@ def scheduler(
             min=1,
             max=10_000,
             help="Most due checks planned and claimed per pass. Smaller batches keep the lanes"
-            " busier against vendors that answer fast (500 at a concurrency of 1,000: ~7 % more"
-            " checks/s in docs/benchmarks.md, run T); but every pass also looks for"
-            " never-checked integrations (~0.4 µs of PostgreSQL per integration), so keep"
-            " 1,000 or more with a million integrations.",
+            " busier against vendors that answer fast (at a concurrency of 1,000, 500 ran"
+            " 5-15 % more checks/s than 1,000: docs/benchmarks.md, run U); a pass costs what"
+            " its batch holds, whatever the number of integrations.",
         ),
-    ] = 1000,
+    ] = 500,
     loop: LoopOption = "asyncio",
 ) -> None:
     """Plan and run every due check, continuously, on SQLite or PostgreSQL.

@@ -159,8 +159,10 @@ class SchedulerOptions:
 
     tick_s: float = 5.0
     """Seconds between planning passes when there is nothing left to do."""
-    batch_size: int = 1_000
-    """Most checks one pass runs."""
+    batch_size: int = 500
+    """Most checks one pass plans, claims and runs (a pass's cost grows with its batch, not
+    with the number of integrations; 500 kept a concurrency of 1,000 busiest against fast
+    vendors, docs/benchmarks.md, run U)."""
     lease_s: float = 120.0
     """A claimed slot whose worker has not finished it after this long may be taken over."""
     warmup_s: float = 30.0
