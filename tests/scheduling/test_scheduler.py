@@ -993,3 +993,40 @@ async def test_sync_outcomes_of_active_integrations_do_not_hold_up_other_checks(
 def test_options_out_of_range_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SchedulerOptions(**options)
+
+
+async def test_wait_below_wakes_once_the_checks_in_flight_fall_below_the_limit(
+    store: Store,
+) -> None:
+    """A waiter is woken when fewer than its limit are in flight — not earlier, at checks
+    ending above it — and a cancelled waiter leaves the others working."""
+    registry, _, _ = fake_registry(settings=Settings(timeout_s=5.0, concurrency=10))
+    org = uuid.uuid4()
+    items = [  # end one after another, 80 ms apart
+        FakeConfig(integration_id=uuid.uuid4(), org_id=org, name=f"f{i}", delay_s=0.08 * (i + 1))
+        for i in range(6)
+    ]
+    await store.import_definitions([Organization(org, "Org")], [], to_records(items))
+    scheduler = Scheduler(store, registry, options=SchedulerOptions(tick_s=30))
+    await scheduler.wait_below(1)  # nothing in flight: at once
+    async with registry:
+        task = asyncio.create_task(scheduler.run_pass())
+        while scheduler.in_flight < 6:
+            await asyncio.sleep(0.005)
+        cancelled = asyncio.create_task(scheduler.wait_below(5))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        seen: list[int] = []
+
+        async def wait(limit: int) -> None:
+            await scheduler.wait_below(limit)
+            seen.append(scheduler.in_flight)
+
+        started = time.monotonic()
+        await asyncio.gather(wait(3), wait(5))
+        elapsed = time.monotonic() - started
+        assert seen == [4, 2]  # each woke as the count fell below its limit, not before
+        assert elapsed >= 0.3  # the 4th check ended at 0.32 s
+        await task
+    assert cancelled.cancelled()
+    assert scheduler.in_flight == 0

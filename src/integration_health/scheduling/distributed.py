@@ -565,7 +565,7 @@ async def run_batch_job(
             if scheduler.in_flight < limit:
                 runtime.detach(task)
                 return None
-            await first_of(task, scheduler.progress())
+            await first_of(task, scheduler.wait_below(limit))
     except asyncio.CancelledError:  # the worker is stopping: finish the batch regardless
         if not task.done():
             runtime.detach(task)

@@ -311,8 +311,8 @@ class Scheduler:
         """Checks being executed (claimed, started or waiting for a lane, no result yet)."""
         self._room = asyncio.Event()
         """Set when :attr:`_in_flight` falls below :meth:`_pipeline_limit`."""
-        self._progress = asyncio.Event()
-        """Set whenever checks in flight end (:meth:`progress`)."""
+        self._below: list[tuple[int, asyncio.Future[None]]] = []
+        """Waiters of :meth:`wait_below`: (limit, future)."""
         self._finishing = asyncio.Lock()
         """Overlapping passes (:meth:`run`) run their after-pass hooks one at a time."""
 
@@ -837,9 +837,10 @@ class Scheduler:
         """``count`` checks of a batch have ended (or will not run)."""
         if count:
             self._in_flight -= count
-            self._progress.set()
             if self._in_flight < self._pipeline_limit():
                 self._room.set()
+            if self._below:
+                self._release_below()
 
     @property
     def in_flight(self) -> int:
@@ -847,10 +848,33 @@ class Scheduler:
         for one of the registry's slots)."""
         return self._in_flight
 
-    async def progress(self) -> None:
-        """Wait until one or more checks in flight end."""
-        self._progress.clear()
-        await self._progress.wait()
+    async def wait_below(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` checks are in flight (at once if so already).
+
+        Woken once, when the count falls below ``limit``, not at every check that ends (each
+        of a worker's jobs waits so: up to 21 of them with the default settings)."""
+        while self._in_flight >= limit:
+            waiter = asyncio.get_running_loop().create_future()
+            entry = (limit, waiter)
+            self._below.append(entry)
+            try:
+                await waiter
+            finally:
+                if entry in self._below:
+                    self._below.remove(entry)
+
+    def _release_below(self) -> None:
+        """Wake the :meth:`wait_below` waiters whose limit the count is now below."""
+        count = self._in_flight
+        waiting = []
+        for entry in self._below:
+            limit, waiter = entry
+            if count < limit:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiting.append(entry)
+        self._below = waiting
 
     def _pipeline_limit(self) -> int:
         """:meth:`run` plans the next pass once fewer checks than this are in flight: the
