@@ -43,6 +43,7 @@ from integration_health.scheduling.distributed import (
     make_runtime,
     plan_and_defer,
     plan_now,
+    plan_once,
     queue_depth,
     queue_limit,
     run_batch,
@@ -50,6 +51,7 @@ from integration_health.scheduling.distributed import (
     set_runtime,
 )
 from integration_health.scheduling.planner import PlannedCheck
+from integration_health.scheduling.scheduler import PassReport
 from integration_health.store import Organization
 from integration_health.store.base import INITIAL_SLOT
 from integration_health.store.postgres import PostgresStore
@@ -1001,3 +1003,34 @@ async def test_run_worker_logs_an_error_of_the_sql_itself_as_a_failure(
     failed = "the worker failed: InsufficientPrivilege: permission denied for table jobs"
     assert caplog.text.count(failed) == 2
     assert "worker lost PostgreSQL" not in caplog.text
+
+
+async def test_one_plan_job_feeds_at_a_time_in_a_process(pg_store: PostgresStore) -> None:
+    """A plan job started while another of the process feeds the queue ends at once instead
+    of planning the same due checks again (whose claims the first one holds: every claim of
+    the second would be refused); once the first has ended, the next one plans."""
+    await _worker_runtime(pg_store, 300, lease_s=60)
+    deferred: list[dict[str, Any]] = []
+    looks = 0
+    second: PassReport | None = None
+
+    async def defer(*jobs: dict[str, Any]) -> None:
+        deferred.extend(jobs)
+
+    async def depth() -> tuple[int, int]:
+        nonlocal looks, second
+        looks += 1
+        if looks == 1:  # the first job is feeding: the next tick's job starts
+            async with asyncio.timeout(5):  # (waiting for the first job would never end)
+                second = await plan_once(lambda: feed(defer, depth, budget_s=5, poll_s=0.001))
+        return 0, 1  # nothing waits, one batch runs: plan on
+
+    try:
+        first = await plan_once(lambda: feed(defer, depth, budget_s=5, poll_s=0.001, gap_s=0.0))
+        assert second is None
+        assert first is not None and first.due == 300 and first.skipped_claims == 0
+        assert sum(len(job["checks"].split()) for job in deferred) == 300
+        third = await plan_once(lambda: feed(defer, depth, budget_s=5, poll_s=0.001))
+        assert third is not None and third.due == 0  # ran: all 300 are held by queued jobs
+    finally:
+        set_runtime(None)

@@ -5,9 +5,10 @@ periodic tasks deferred once per tick whatever the number of workers). Start any
 workers, on any machines; no other process is needed.
 
 - Every few seconds (``--tick``) the periodic task ``integration_health.plan`` runs on
-  exactly one worker (procrastinate deduplicates periodic defers). It plans the due checks
-  with the same pure planner as the single-machine scheduler, splits them into batches,
-  **claims their slots** in ``integration_check_runs`` under a fresh key, and defers one
+  exactly one worker (procrastinate deduplicates periodic defers; a plan job that starts while
+  another of its process still feeds the queue ends at once, :func:`plan_once`). It plans
+  the due checks with the same pure planner as the single-machine scheduler, splits them into
+  batches, **claims their slots** in ``integration_check_runs`` under a fresh key, and defers one
   ``integration_health.run_batch`` job per batch of :data:`BATCH_SIZE` (one insert for all;
   the checks travel as one compact string, :func:`encode_checks`). It keeps doing so for most of
   the tick (:func:`feed`), keeping as many batches queued as the workers take until its next
@@ -101,6 +102,8 @@ class WorkerRuntime:
 
     background: set[asyncio.Task[PassReport]] = field(default_factory=set)
     """Batches whose job ended before their last checks did (:func:`run_batch_job`)."""
+    planning: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a ``plan`` job of this process feeds the queue (:func:`plan_once`)."""
 
     def detach(self, task: asyncio.Task[PassReport]) -> None:
         """Let ``task`` (a batch) finish in the background; :meth:`drain` waits for it."""
@@ -299,6 +302,23 @@ async def plan_and_defer(
         await defer(*jobs)
     await scheduler.finish_pass(report)
     return report
+
+
+async def plan_once(plan: Callable[[], Awaitable[PassReport]]) -> PassReport | None:
+    """Run ``plan`` (a ``plan`` job's feeding) unless a ``plan`` job of this process is
+    feeding already; then return ``None`` at once.
+
+    procrastinate's queueing lock keeps one ``plan`` job waiting, not one running: the next
+    tick's job (or the one queued at start, :func:`plan_now`) started while the last one still
+    fed, and the two planned the same due checks — one of each pair of plans had all its
+    claims refused (seen: two or three feeding at once through a whole run, half the plans
+    wasted; docs/benchmarks.md, run U)."""
+    lock = _rt().planning
+    if lock.locked():
+        log.debug("a plan job is feeding the queue already; this one ends")
+        return None
+    async with lock:
+        return await plan()
 
 
 def default_jobs(concurrency: int) -> int:
@@ -612,12 +632,16 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
     async def plan_task(timestamp: int) -> None:
         connector = app.connector
         # Most of the tick, leaving room so that the next tick's plan rarely overlaps it.
-        report = await feed(
-            run_batch_task.batch_defer_async,
-            lambda: queue_depth(connector),
-            budget_s=tick_s * 0.8,
-            gap_s=tick_s * 0.2,
+        report = await plan_once(
+            lambda: feed(
+                run_batch_task.batch_defer_async,
+                lambda: queue_depth(connector),
+                budget_s=tick_s * 0.8,
+                gap_s=tick_s * 0.2,
+            )
         )
+        if report is None:
+            return
         if report.due:
             log.info(
                 "planned %d due check(s) at %s (%d already claimed elsewhere)",
