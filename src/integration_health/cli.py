@@ -786,8 +786,8 @@ def scheduler(
             max=10_000,
             help="Most due checks planned and claimed per pass. Smaller batches keep the lanes"
             " busier against vendors that answer fast (at a concurrency of 1,000, 500 ran"
-            " 5-15 % more checks/s than 1,000: docs/benchmarks.md, run U); a pass costs what"
-            " its batch holds, whatever the number of integrations.",
+            " 5-15 % more checks/s than 1,000: docs/benchmarks.md, run U); on PostgreSQL a pass"
+            " costs what its batch holds, whatever the number of integrations.",
         ),
     ] = 500,
     loop: LoopOption = "asyncio",
