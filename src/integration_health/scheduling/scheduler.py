@@ -309,8 +309,6 @@ class Scheduler:
         self._unavailable_since: datetime | None = None
         self._in_flight = 0
         """Checks being executed (claimed, started or waiting for a lane, no result yet)."""
-        self._room = asyncio.Event()
-        """Set when :attr:`_in_flight` falls below :meth:`_pipeline_limit`."""
         self._below: list[tuple[int, asyncio.Future[None]]] = []
         """Waiters of :meth:`wait_below`: (limit, future)."""
         self._finishing = asyncio.Lock()
@@ -837,8 +835,6 @@ class Scheduler:
         """``count`` checks of a batch have ended (or will not run)."""
         if count:
             self._in_flight -= count
-            if self._in_flight < self._pipeline_limit():
-                self._room.set()
             if self._below:
                 self._release_below()
 
@@ -1057,9 +1053,8 @@ class Scheduler:
 
     async def _wait_for_room(self, stop: asyncio.Event) -> None:
         """Wait until fewer checks than :meth:`_pipeline_limit` are in flight, or ``stop``."""
-        while self._in_flight >= self._pipeline_limit() and not stop.is_set():
-            self._room.clear()
-            await first_of(self._room.wait(), stop.wait())
+        if not stop.is_set():
+            await first_of(self.wait_below(self._pipeline_limit()), stop.wait())
 
     async def _complete_in_background(
         self,
