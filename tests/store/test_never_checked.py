@@ -66,8 +66,15 @@ def _write(item: IntegrationRecord, at: datetime = T0) -> ResultWrite:
     )
 
 
-async def _due_never_checked(store: PostgresStore, at: datetime) -> list[uuid.UUID]:
-    return [d.integration.integration_id for d in await store.list_due(at) if d.status is None]
+async def _due_never_checked(
+    store: PostgresStore,
+    at: datetime,
+    *,
+    claimed_since: datetime | None = None,
+    claimed_by_me: str | None = None,
+) -> list[uuid.UUID]:
+    due = await store.list_due(at, claimed_since=claimed_since, claimed_by_me=claimed_by_me)
+    return [d.integration.integration_id for d in due if d.status is None]
 
 
 async def test_new_integrations_wait_until_their_first_status(pg_store: PostgresStore) -> None:
@@ -163,24 +170,13 @@ async def test_live_claims_of_never_checked_integrations_are_skipped(
     held = items[0]
     claim = SlotClaim(held.org_id, held.integration_id, INITIAL_SLOT, "http")
     assert await pg_store.claim_slots([claim], worker="w1", at=T0, lease_s=60)
-    due = await _due_never_checked_claims(pg_store, T0, claimed_since=T0 - timedelta(seconds=60))
+    due = await _due_never_checked(pg_store, T0, claimed_since=T0 - timedelta(seconds=60))
     assert sorted(due) == sorted(i.integration_id for i in items[1:])
     # the holder itself still sees its own claim as due (it renews it)
-    due = await _due_never_checked_claims(
+    due = await _due_never_checked(
         pg_store, T0, claimed_since=T0 - timedelta(seconds=60), claimed_by_me="w1"
     )
     assert sorted(due) == sorted(i.integration_id for i in items)
-
-
-async def _due_never_checked_claims(
-    store: PostgresStore,
-    at: datetime,
-    *,
-    claimed_since: datetime,
-    claimed_by_me: str | None = None,
-) -> list[uuid.UUID]:
-    due = await store.list_due(at, claimed_since=claimed_since, claimed_by_me=claimed_by_me)
-    return [d.integration.integration_id for d in due if d.status is None]
 
 
 async def test_the_migration_fills_the_table_from_the_statuses_already_stored(
