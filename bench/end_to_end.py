@@ -206,6 +206,45 @@ def _kinds(outcomes: Any) -> Counter[str]:
     )
 
 
+class _Lanes:
+    """Watches a scheduler's checks in flight through a run, waking every 20 ms: the share
+    of the run's time with no check in flight (the process was planning, writing or
+    waiting, not checking), and how late each wake-up came (the event loop's latency: a
+    store call waits about that long for each of its round trips). Each interval counts for
+    the state seen at its end."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+        self.total_s = self.idle_s = 0.0
+        self.lags_ms: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            self.total_s += now - last
+            if self.scheduler.in_flight == 0:
+                self.idle_s += now - last
+            self.lags_ms.append(max(0.0, (now - last - 0.02) * 1000))
+            last = now
+
+    def __enter__(self) -> _Lanes:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "no_check_share": self.idle_s / self.total_s if self.total_s else 0.0,
+            "loop_lag_ms": statistics.median(self.lags_ms) if self.lags_ms else 0.0,
+        }
+
+
 def _freeze() -> None:
     """What ``integration-health scheduler|worker`` do once started (every child does it)."""
     from integration_health._heap import settle_heap  # noqa: PLC0415
@@ -288,7 +327,8 @@ async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
             await _wait_line()
             wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
             try:
-                await asyncio.wait_for(scheduler.run(stop), timeout=args.max_seconds)
+                with _Lanes(scheduler) as lanes:
+                    await asyncio.wait_for(scheduler.run(stop), timeout=args.max_seconds)
             except TimeoutError:
                 raise RuntimeError(f"not finished after {args.max_seconds} s") from None
             elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
@@ -305,6 +345,7 @@ async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
         "other": dict(kinds),
         "passes": passes,
         "idle_passes": idle,
+        **lanes.figures(),
         "store_s": dict(timed.seconds),
         "store_calls": dict(timed.calls),
     }
@@ -349,28 +390,30 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
                     queues=[QUEUE], concurrency=jobs, install_signal_handlers=False
                 )
             )
-            done, looked = 0, t0
-            # The slots done, counted in the database once this worker has written them all
-            # and otherwise every second — a count every 50 ms added its own load to the
-            # PostgreSQL figures of the run it measured — or, when other workers write slots
-            # too, every 50 ms after all (the end of the run is seen only there)
-            every = 0.05 if args.processes > 1 else 1.0
-            while done < args.integrations:
-                await asyncio.sleep(0.05)
-                now = time.monotonic()
-                if timed.written >= args.integrations or now - looked >= every:
-                    looked = now
-                    cursor = await watch.execute(
-                        "select count(*) from public.integration_check_runs where state = 'done'"
-                    )
-                    row = await cursor.fetchone()
-                    done = int(row[0]) if row else 0
-                if worker.done():
-                    await worker  # raises what stopped it
-                    raise RuntimeError("the worker stopped before every check was written")
-                if time.monotonic() - t0 > args.max_seconds:
-                    raise RuntimeError(f"not finished after {args.max_seconds} s")
-            elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
+            with _Lanes(runtime.scheduler) as lanes:
+                done, looked = 0, t0
+                # The slots done, counted in the database once this worker has written them all
+                # and otherwise every second — a count every 50 ms added its own load to the
+                # PostgreSQL figures of the run it measured — or, when other workers write slots
+                # too, every 50 ms after all (the end of the run is seen only there)
+                every = 0.05 if args.processes > 1 else 1.0
+                while done < args.integrations:
+                    await asyncio.sleep(0.05)
+                    now = time.monotonic()
+                    if timed.written >= args.integrations or now - looked >= every:
+                        looked = now
+                        cursor = await watch.execute(
+                            "select count(*) from public.integration_check_runs"
+                            " where state = 'done'"
+                        )
+                        row = await cursor.fetchone()
+                        done = int(row[0]) if row else 0
+                    if worker.done():
+                        await worker  # raises what stopped it
+                        raise RuntimeError("the worker stopped before every check was written")
+                    if time.monotonic() - t0 > args.max_seconds:
+                        raise RuntimeError(f"not finished after {args.max_seconds} s")
+                elapsed, cpu = time.monotonic() - t0, time.process_time() - cpu0
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
             await runtime.drain()
@@ -395,6 +438,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
         "other": {"not healthy": statuses - healthy} if statuses != healthy else {},
         "passes": timed.calls["list_due"],
         "first_plan_s": None if timed.first_call is None else timed.first_call - t0,
+        **lanes.figures(),
         "store_s": dict(timed.seconds),
         "store_calls": dict(timed.calls),
     }
@@ -674,6 +718,8 @@ async def _run_variant(
         else vendor_after - vendor_before,
         "passes": "/".join(str(r["passes"]) for r in results),
         "idle": sum(r.get("idle_passes", 0) for r in results),
+        "no_check_share": max((r.get("no_check_share", 0.0) for r in results), default=0.0),
+        "loop_lag_ms": max((r.get("loop_lag_ms", 0.0) for r in results), default=0.0),
         "store_s": sum((Counter(r.get("store_s", {})) for r in results), Counter()),
         "store_calls": sum((Counter(r.get("store_calls", {})) for r in results), Counter()),
         # when a worker's first plan began (queued at its start: ``plan_now``)
@@ -911,10 +957,12 @@ def _phases(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Wall time spent in the main store calls, per run.
 
     The calls overlap the checks (the scheduler's passes overlap, a worker's jobs run side by
-    side), so they do not add up to the run's time; they show where a run waits on the store."""
+    side), so they do not add up to the run's time; they show where a run waits on the store.
+    "no check in flight": the share of the run's time with none (the start and the tail
+    included); "loop lag ms": how late a 20 ms timer fires, median (see :class:`_Lanes`)."""
     main_calls = ("list_due", "claim_slots", "record_results")
     headers = ["round", "variant", "seconds", *(f"{m} s (calls)" for m in main_calls)]
-    headers += ["other store s", "first plan after s"]
+    headers += ["other store s", "first plan after s", "no check in flight", "loop lag ms"]
     rows = []
     for label, variant, run in runs:
         if not run["store_s"]:
@@ -933,6 +981,8 @@ def _phases(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
                 *(f"{spent[m]:.2f} ({calls[m]})" for m in main_calls),
                 f"{other:.2f}",
                 "—" if run.get("first_plan_s") is None else f"{run['first_plan_s']:.2f}",
+                f"{100 * run['no_check_share']:.0f} %",
+                f"{run['loop_lag_ms']:.0f}",
             ]
         )
     if rows:
