@@ -140,6 +140,46 @@ async def test_get_integrations_reads_many_at_once(store: Store) -> None:
     }
 
 
+async def test_json_values_come_back_exactly(store: Store) -> None:
+    """A config and a result's details read back equal to what was stored, types included:
+    integers beyond 64 bits stay integers (not floats), floats keep every digit, text keeps
+    every character (PostgreSQL reads them with pydantic-core's parser, not json.loads)."""
+    values = {
+        "big": 123456789012345678901234567890,
+        "negative": -(2**70),
+        "float": 0.1 + 0.2,
+        "small": 1.5e-7,
+        "text": 'æøå "quoted" \\ back\nslash \u2603 \U0001f600',
+        "nested": {"list": [1, 2.5, None, True, False, "x", [], {}]},
+    }
+    org = uuid.uuid4()
+    item = record(org, config={"url": "https://example.com", "extra": values})
+    await store.import_definitions([Organization(org, "Acme")], [], [item])
+    read = await store.get_integrations([item.integration_id])
+    assert read[item.integration_id].config == item.config
+    big = read[item.integration_id].config["extra"]["big"]
+    assert type(big) is int
+    [due] = [
+        d for d in await store.list_due(T0) if d.integration.integration_id == item.integration_id
+    ]
+    assert due.integration.config == item.config
+    result = HealthResult.healthy(5).model_copy(update={"checked_at": T0, "details": values})
+    await store.record_results(
+        [
+            ResultWrite(
+                org_id=org,
+                integration_id=item.integration_id,
+                integration_type="http",
+                result=result,
+                next_check_at=T0 + timedelta(minutes=15),
+            )
+        ]
+    )
+    [status] = await store.list_statuses(org)
+    assert status.details == values
+    assert type(status.details["negative"]) is int
+
+
 async def test_upsert_updates_latency_even_when_status_is_unchanged(store: Store) -> None:
     """A second healthy result refreshes latency_ms and checked_at of the same row."""
     org, [item] = await seeded(store)
