@@ -31,6 +31,7 @@ from integration_health.scheduling.distributed import (
     QUEUE,
     FeedPace,
     LocalBatch,
+    PlanLock,
     WorkerRuntime,
     build_app,
     decode_checks,
@@ -1033,4 +1034,68 @@ async def test_one_plan_job_feeds_at_a_time_in_a_process(pg_store: PostgresStore
         third = await plan_once(lambda: feed(defer, depth, budget_s=5, poll_s=0.001))
         assert third is not None and third.due == 0  # ran: all 300 are held by queued jobs
     finally:
+        set_runtime(None)
+
+
+async def test_one_plan_job_feeds_at_a_time_across_processes(
+    pg_store: PostgresStore, pg_url: str
+) -> None:
+    """Plan jobs of different worker processes (each its own PlanLock, its own session) do
+    not feed at once: while one feeds, another ends without planning; once the first has
+    ended (or its session is gone, a killed worker) the next one plans."""
+    await _worker_runtime(pg_store, 10, lease_s=60)
+    mine, theirs = PlanLock(pg_url), PlanLock(pg_url)
+    planned: list[str] = []
+
+    async def plan(name: str) -> PassReport:
+        planned.append(name)
+        return PassReport(at=utcnow())
+
+    async def while_theirs_feeds() -> PassReport:
+        # our plan job starts while theirs feeds (a worker's own lock is free: another process)
+        distributed._rt().planning = asyncio.Lock()
+        assert await plan_once(lambda: plan("mine"), across=mine) is None
+        return await plan("theirs")
+
+    try:
+        runtime = distributed._rt()
+        own = runtime.planning
+        assert await plan_once(while_theirs_feeds, across=theirs) is not None
+        runtime.planning = own
+        assert planned == ["theirs"]
+        assert await plan_once(lambda: plan("mine"), across=mine) is not None  # released
+        assert planned == ["theirs", "mine"]
+        # a worker killed while feeding: its session ends, and the lock with it
+        assert await theirs.try_acquire()
+        assert not await mine.try_acquire()
+        await theirs.close()
+        assert await mine.try_acquire()
+        await mine.release()
+    finally:
+        await mine.close()
+        await theirs.close()
+        set_runtime(None)
+
+
+async def test_plans_go_ahead_when_the_plan_lock_cannot_be_asked_for(
+    pg_store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock only saves work (claims keep every slot to one run): a lock whose database
+    cannot be reached lets the plan go ahead, logged at debug level, without the password."""
+    await _worker_runtime(pg_store, 10, lease_s=60)
+    lock = PlanLock("postgresql://planner:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=1")
+    ran: list[bool] = []
+
+    async def plan() -> PassReport:
+        ran.append(True)
+        return PassReport(at=utcnow())
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="integration_health"):
+            assert await plan_once(plan, across=lock) is not None
+        assert ran == [True]
+        assert "planning without it" in caplog.text
+        assert "s3cret-pw" not in caplog.text
+    finally:
+        await lock.close()
         set_runtime(None)

@@ -6,7 +6,7 @@ workers, on any machines; no other process is needed.
 
 - Every few seconds (``--tick``) the periodic task ``integration_health.plan`` runs on
   exactly one worker (procrastinate deduplicates periodic defers; a plan job that starts while
-  another of its process still feeds the queue ends at once, :func:`plan_once`). It plans
+  another still feeds the queue, of any process, ends at once, :func:`plan_once`). It plans
   the due checks with the same pure planner as the single-machine scheduler, splits them into
   batches, **claims their slots** in ``integration_check_runs`` under a fresh key, and defers one
   ``integration_health.run_batch`` job per batch of :data:`BATCH_SIZE` (one insert for all;
@@ -37,6 +37,7 @@ workers, on any machines; no other process is needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -104,6 +105,9 @@ class WorkerRuntime:
     """Batches whose job ended before their last checks did (:func:`run_batch_job`)."""
     planning: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held while a ``plan`` job of this process feeds the queue (:func:`plan_once`)."""
+    plan_lock: PlanLock | None = None
+    """The lock that keeps the ``plan`` jobs of different processes from feeding at once
+    (:class:`PlanLock`; set by the ``plan`` task on its first run, closed by :meth:`drain`)."""
 
     def detach(self, task: asyncio.Task[PassReport]) -> None:
         """Let ``task`` (a batch) finish in the background; :meth:`drain` waits for it."""
@@ -127,6 +131,8 @@ class WorkerRuntime:
         while self.background:
             await asyncio.gather(*list(self.background), return_exceptions=True)
         self.scheduler.close_lanes()
+        if self.plan_lock is not None:
+            await self.plan_lock.close()
 
     def remember(self, batches: Mapping[str, LocalBatch]) -> None:
         """Keep the batches just queued (by their ``checks`` argument); forget those queued
@@ -304,21 +310,93 @@ async def plan_and_defer(
     return report
 
 
-async def plan_once(plan: Callable[[], Awaitable[PassReport]]) -> PassReport | None:
-    """Run ``plan`` (a ``plan`` job's feeding) unless a ``plan`` job of this process is
-    feeding already; then return ``None`` at once.
+async def plan_once(
+    plan: Callable[[], Awaitable[PassReport]], *, across: PlanLock | None = None
+) -> PassReport | None:
+    """Run ``plan`` (a ``plan`` job's feeding) unless a ``plan`` job is feeding already —
+    of this process, or with ``across`` of any process on the database; then return
+    ``None`` at once.
 
     procrastinate's queueing lock keeps one ``plan`` job waiting, not one running: the next
     tick's job (or the one queued at start, :func:`plan_now`) started while the last one still
     fed, and the two planned the same due checks — one of each pair of plans had all its
     claims refused (seen: two or three feeding at once through a whole run, half the plans
-    wasted; docs/benchmarks.md, run U)."""
+    wasted; docs/benchmarks.md, run U). With several workers the next tick's job usually
+    runs on another process, hence ``across``."""
     lock = _rt().planning
     if lock.locked():
         log.debug("a plan job is feeding the queue already; this one ends")
         return None
     async with lock:
-        return await plan()
+        if across is not None and not await across.try_acquire():
+            log.debug("a plan job of another process is feeding the queue; this one ends")
+            return None
+        try:
+            return await plan()
+        finally:
+            if across is not None:
+                await across.release()
+
+
+_PLAN_LOCK_SQL = "hashtext('integration_health.plan')"
+_PLAN_LOCK_TIMEOUT_S = 3.0
+
+
+class PlanLock:
+    """A PostgreSQL session-level advisory lock, held by the ``plan`` job that feeds the
+    queue, so that the jobs of different worker processes never feed at once.
+
+    It saves work, nothing more: two feeding plans cannot run a slot twice (the claims see to
+    that), they only waste each other's plans. So whenever the lock cannot be asked for —
+    its connection lost, the database restarting — the plan goes ahead as if it held it
+    (logged at debug level), and the connection is opened again at the next plan. A worker
+    that dies loses its connection, and with it the lock.
+    """
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._conn: Any = None
+        self._held = False
+
+    async def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; ``False`` if another session does."""
+        import psycopg  # noqa: PLC0415 - optional dependency, present with the worker
+
+        try:
+            async with asyncio.timeout(_PLAN_LOCK_TIMEOUT_S):
+                if self._conn is None or self._conn.closed:
+                    self._conn = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True
+                    )
+                cursor = await self._conn.execute(f"select pg_try_advisory_lock({_PLAN_LOCK_SQL})")
+                row = await cursor.fetchone()
+        except (psycopg.Error, TimeoutError) as exc:
+            log.debug("plan lock unavailable (%s); planning without it", _one_line(exc))
+            await self.close()
+            return True
+        self._held = bool(row and row[0])
+        return self._held
+
+    async def release(self) -> None:
+        """Let go of the lock if this session holds it."""
+        import psycopg  # noqa: PLC0415 - optional dependency, present with the worker
+
+        if not self._held:
+            return
+        self._held = False
+        try:
+            async with asyncio.timeout(_PLAN_LOCK_TIMEOUT_S):
+                await self._conn.execute(f"select pg_advisory_unlock({_PLAN_LOCK_SQL})")
+        except (psycopg.Error, TimeoutError) as exc:  # closing the session releases it too
+            log.debug("plan lock release failed (%s); closing its connection", _one_line(exc))
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the connection (releasing the lock if held)."""
+        conn, self._conn, self._held = self._conn, None, False
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 def default_jobs(concurrency: int) -> int:
@@ -631,6 +709,9 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
     )
     async def plan_task(timestamp: int) -> None:
         connector = app.connector
+        runtime = _rt()
+        if runtime.plan_lock is None:
+            runtime.plan_lock = PlanLock(conninfo)
         # Most of the tick, leaving room so that the next tick's plan rarely overlaps it.
         report = await plan_once(
             lambda: feed(
@@ -638,7 +719,8 @@ def build_app(database_url: str, *, tick_s: int = 5) -> Any:
                 lambda: queue_depth(connector),
                 budget_s=tick_s * 0.8,
                 gap_s=tick_s * 0.2,
-            )
+            ),
+            across=runtime.plan_lock,
         )
         if report is None:
             return
