@@ -22,8 +22,8 @@ end. Variants, each in fresh Python processes, alternated over ``--rounds``:
 - ``scheduler+pg×P`` (``--processes P`` > 1): P such schedulers in P processes on the same
   database, started together; throughput = all results written / (last end − first start);
 - ``worker+pg`` (``--worker``): one distributed worker (``integration-health worker``'s
-  procrastinate app, tick 1 s, ``default_jobs(concurrency)`` = 2 × concurrency / 100 + 1 jobs
-  at once: batches of 100 checks plus the planner; the registry still keeps at most
+  procrastinate app, tick 1 s, ``default_jobs(concurrency)`` = 2 × concurrency / 200 + 1 jobs
+  at once: batches of 200 checks plus the planner; the registry still keeps at most
   ``--concurrency`` checks in flight) in one process, from its start until the child sees
   every slot done (it polls the count every 50 ms); like ``integration-health worker`` it
   queues a plan as it starts (``plan_now``) instead of waiting for the first tick. With
@@ -1007,8 +1007,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--worker",
         action="store_true",
-        help="also run one `integration-health worker` (procrastinate, tick 1 s; batches of 100,"
-        " 2 x concurrency/100 + 1 jobs at once) until every check is written",
+        help="also run one `integration-health worker` (procrastinate, tick 1 s; batches of 200,"
+        " 2 x concurrency/200 + 1 jobs at once) until every check is written",
     )
     parser.add_argument(
         "--no-scheduler",
@@ -1020,7 +1020,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worker-jobs",
         type=int,
         default=0,
-        help="jobs the worker runs at once (default: 2 x concurrency/100 + 1)",
+        help="jobs the worker runs at once (default: 2 x concurrency/200 + 1)",
     )
     parser.add_argument(
         "--hung",
@@ -1075,7 +1075,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.vendor_ms and args.instant:
         parser.error("--vendor-ms and --instant exclude each other (instant checks send nothing)")
     if args.worker_jobs < 0:
-        parser.error("--worker-jobs must be positive (0: 2 x concurrency/100 + 1)")
+        parser.error("--worker-jobs must be positive (0: 2 x concurrency/200 + 1)")
     if args.child and not args.db:
         parser.error("--child needs --db")
     return args

@@ -229,7 +229,7 @@ def _main(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # procrastinate logs each job it defers, starts and ends at info: three lines per planning
-    # tick (every 5 s) and two per batch of 100 checks — tens of thousands an hour. They are
+    # tick (every 5 s) and two per batch of 200 checks — tens of thousands an hour. They are
     # kept for debug; at info the worker's own lines say what it planned and ran.
     logging.getLogger("procrastinate").setLevel(logging.WARNING if level == logging.INFO else level)
     state.database_url = database_url
@@ -857,9 +857,9 @@ def worker(
             "--concurrency",
             min=1,
             max=64,
-            help="Jobs run at once: batches of 100 checks, and the planner while it runs here"
+            help="Jobs run at once: batches of 200 checks, and the planner while it runs here"
             " (checks in flight stay within the concurrency setting). Default: two batches"
-            " per 100 checks of the concurrency setting, plus one, at most 64 — one batch"
+            " per 200 checks of the concurrency setting, plus one, at most 64 — one batch"
             " writes while the next one's checks run.",
             show_default=False,
         ),

@@ -81,7 +81,7 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def batches_of_50(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Jobs of 50 checks, as these tests' numbers were written for (the default is 100)."""
+    """Jobs of 50 checks, as these tests' numbers were written for (the default is 200)."""
     monkeypatch.setattr(distributed, "BATCH_SIZE", 50)
 
 
@@ -474,9 +474,9 @@ async def test_jobs_queued_in_the_older_form_still_run(pg_store: PostgresStore) 
 
 def test_default_jobs_keep_two_batches_in_flight() -> None:
     """Enough jobs for the concurrency setting twice over (one batch writes while the next
-    runs), one for the planner, at most 64 — in batches of 100 checks."""
-    assert distributed.BATCH_SIZE == 100
-    assert [default_jobs(c) for c in (1, 100, 101, 1_000, 100_000)] == [3, 3, 5, 21, 64]
+    runs), one for the planner, at most 64 — in batches of 200 checks."""
+    assert distributed.BATCH_SIZE == 200
+    assert [default_jobs(c) for c in (1, 200, 201, 1_000, 100_000)] == [3, 3, 5, 11, 64]
 
 
 def test_queue_limit() -> None:

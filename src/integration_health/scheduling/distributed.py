@@ -61,10 +61,12 @@ __all__ = ["QUEUE", "WorkerRuntime", "build_app", "default_jobs", "ensure_procra
 log = logging.getLogger(__name__)
 
 QUEUE = "integration_health"
-BATCH_SIZE = 100
-"""Checks per ``run_batch`` job: small enough to spread over workers, big enough to be cheap
-(100 ran ~5 % more checks/s than 50 or 200 once batches shared one pool of lanes;
-docs/benchmarks.md, run T)."""
+BATCH_SIZE = 200
+"""Checks per ``run_batch`` job: small enough to spread over workers, big enough to be cheap.
+A worker starts its jobs one at a time (one fetch each, a round trip through a busy event
+loop) and finishes each with another: 200 halved that per check against 100, and one worker
+ran faster in most alternated pairs at 50,000 integrations (docs/benchmarks.md, runs U and
+V; run T, before those changes, had found 100 ~5 % ahead of 50 and 200)."""
 MIN_QUEUED = 4
 """Batches the planner keeps queued even when none is running yet (start-up)."""
 MAX_QUEUED = 200

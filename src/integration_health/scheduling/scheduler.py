@@ -848,7 +848,7 @@ class Scheduler:
         """Wait until fewer than ``limit`` checks are in flight (at once if so already).
 
         Woken once, when the count falls below ``limit``, not at every check that ends (each
-        of a worker's jobs waits so: up to 21 of them with the default settings)."""
+        of a worker's jobs waits so: up to 11 of them with the default settings)."""
         while self._in_flight >= limit:
             waiter = asyncio.get_running_loop().create_future()
             entry = (limit, waiter)
