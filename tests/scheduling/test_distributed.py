@@ -1040,9 +1040,9 @@ async def test_one_plan_job_feeds_at_a_time_in_a_process(pg_store: PostgresStore
 async def test_one_plan_job_feeds_at_a_time_across_processes(
     pg_store: PostgresStore, pg_url: str
 ) -> None:
-    """Plan jobs of different worker processes (each its own PlanLock, its own session) do
+    """Plan jobs of different worker processes (each its own PlanLock, its own connection) do
     not feed at once: while one feeds, another ends without planning; once the first has
-    ended (or its session is gone, a killed worker) the next one plans."""
+    ended (or its connection is gone, a killed worker) the next one plans."""
     await _worker_runtime(pg_store, 10, lease_s=60)
     mine, theirs = PlanLock(pg_url), PlanLock(pg_url)
     planned: list[str] = []
@@ -1065,7 +1065,7 @@ async def test_one_plan_job_feeds_at_a_time_across_processes(
         assert planned == ["theirs"]
         assert await plan_once(lambda: plan("mine"), across=mine) is not None  # released
         assert planned == ["theirs", "mine"]
-        # a worker killed while feeding: its session ends, and the lock with it
+        # a worker killed while feeding: its connection closes, and the lock goes with it
         assert await theirs.try_acquire()
         assert not await mine.try_acquire()
         await theirs.close()

@@ -345,14 +345,20 @@ _PLAN_LOCK_TIMEOUT_S = 3.0
 
 
 class PlanLock:
-    """A PostgreSQL session-level advisory lock, held by the ``plan`` job that feeds the
-    queue, so that the jobs of different worker processes never feed at once.
+    """A PostgreSQL advisory lock held by the ``plan`` job that feeds the queue, so that the
+    jobs of different worker processes never feed at once.
+
+    Transaction-scoped (``pg_try_advisory_xact_lock`` in a transaction left open while the
+    job feeds, on a connection of its own, without prepared statements): it holds behind a
+    transaction-mode pooler too (Supavisor, port 6543), which pins a server connection for a
+    transaction, where a session-level lock taken through one server connection could be
+    left held on it for good — and every plan after it refused. The open transaction reads
+    and writes nothing. A worker that dies loses its connection, and with it the lock.
 
     It saves work, nothing more: two feeding plans cannot run a slot twice (the claims see to
     that), they only waste each other's plans. So whenever the lock cannot be asked for —
     its connection lost, the database restarting — the plan goes ahead as if it held it
-    (logged at debug level), and the connection is opened again at the next plan. A worker
-    that dies loses its connection, and with it the lock.
+    (logged at debug level), and the connection is opened again at the next plan.
     """
 
     def __init__(self, conninfo: str) -> None:
@@ -368,19 +374,23 @@ class PlanLock:
             async with asyncio.timeout(_PLAN_LOCK_TIMEOUT_S):
                 if self._conn is None or self._conn.closed:
                     self._conn = await psycopg.AsyncConnection.connect(
-                        self._conninfo, autocommit=True
+                        self._conninfo, prepare_threshold=None
                     )
-                cursor = await self._conn.execute(f"select pg_try_advisory_lock({_PLAN_LOCK_SQL})")
+                cursor = await self._conn.execute(
+                    f"select pg_try_advisory_xact_lock({_PLAN_LOCK_SQL})"
+                )
                 row = await cursor.fetchone()
+                self._held = bool(row and row[0])
+                if not self._held:
+                    await self._conn.rollback()
         except (psycopg.Error, TimeoutError) as exc:
             log.debug("plan lock unavailable (%s); planning without it", _one_line(exc))
             await self.close()
             return True
-        self._held = bool(row and row[0])
         return self._held
 
     async def release(self) -> None:
-        """Let go of the lock if this session holds it."""
+        """Let go of the lock if this connection holds it (ending its transaction)."""
         import psycopg  # noqa: PLC0415 - optional dependency, present with the worker
 
         if not self._held:
@@ -388,8 +398,8 @@ class PlanLock:
         self._held = False
         try:
             async with asyncio.timeout(_PLAN_LOCK_TIMEOUT_S):
-                await self._conn.execute(f"select pg_advisory_unlock({_PLAN_LOCK_SQL})")
-        except (psycopg.Error, TimeoutError) as exc:  # closing the session releases it too
+                await self._conn.rollback()
+        except (psycopg.Error, TimeoutError) as exc:  # closing the connection releases it too
             log.debug("plan lock release failed (%s); closing its connection", _one_line(exc))
             await self.close()
 
