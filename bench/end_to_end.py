@@ -206,7 +206,7 @@ def _kinds(outcomes: Any) -> Counter[str]:
     )
 
 
-class _Lanes:
+class _InFlightWatch:
     """Watches a scheduler's checks in flight through a run, waking every 20 ms: the share
     of the run's time with no check in flight (the process was planning, writing or
     waiting, not checking), and how late each wake-up came (the event loop's latency: a
@@ -230,7 +230,7 @@ class _Lanes:
             self.lags_ms.append(max(0.0, (now - last - 0.02) * 1000))
             last = now
 
-    def __enter__(self) -> _Lanes:
+    def __enter__(self) -> _InFlightWatch:
         self._task = asyncio.create_task(self._watch())
         return self
 
@@ -327,7 +327,7 @@ async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
             await _wait_line()
             wall0, cpu0, t0 = time.time(), time.process_time(), time.monotonic()
             try:
-                with _Lanes(scheduler) as lanes:
+                with _InFlightWatch(scheduler) as in_flight:
                     await asyncio.wait_for(scheduler.run(stop), timeout=args.max_seconds)
             except TimeoutError:
                 raise RuntimeError(f"not finished after {args.max_seconds} s") from None
@@ -345,7 +345,7 @@ async def _child_scheduler(args: argparse.Namespace) -> dict[str, Any]:
         "other": dict(kinds),
         "passes": passes,
         "idle_passes": idle,
-        **lanes.figures(),
+        **in_flight.figures(),
         "store_s": dict(timed.seconds),
         "store_calls": dict(timed.calls),
     }
@@ -390,7 +390,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
                     queues=[QUEUE], concurrency=jobs, install_signal_handlers=False
                 )
             )
-            with _Lanes(runtime.scheduler) as lanes:
+            with _InFlightWatch(runtime.scheduler) as in_flight:
                 done, looked = 0, t0
                 # The slots done, counted in the database once this worker has written them all
                 # and otherwise every second — a count every 50 ms added its own load to the
@@ -438,7 +438,7 @@ async def _child_worker(args: argparse.Namespace) -> dict[str, Any]:
         "other": {"not healthy": statuses - healthy} if statuses != healthy else {},
         "passes": timed.calls["list_due"],
         "first_plan_s": None if timed.first_call is None else timed.first_call - t0,
-        **lanes.figures(),
+        **in_flight.figures(),
         "store_s": dict(timed.seconds),
         "store_calls": dict(timed.calls),
     }
@@ -959,7 +959,7 @@ def _phases(runs: list[tuple[str, str, dict[str, Any]]]) -> None:
     The calls overlap the checks (the scheduler's passes overlap, a worker's jobs run side by
     side), so they do not add up to the run's time; they show where a run waits on the store.
     "no check in flight": the share of the run's time with none (the start and the tail
-    included); "loop lag ms": how late a 20 ms timer fires, median (see :class:`_Lanes`)."""
+    included); "loop lag ms": how late a 20 ms timer fires, median (see :class:`_InFlightWatch`)."""
     main_calls = ("list_due", "claim_slots", "record_results")
     headers = ["round", "variant", "seconds", *(f"{m} s (calls)" for m in main_calls)]
     headers += ["other store s", "first plan after s", "no check in flight", "loop lag ms"]
